@@ -1,0 +1,63 @@
+"""What every entry point needs before it instantiates anything: config resolvers, code version, seeding."""
+
+from __future__ import annotations
+
+import functools
+import os
+import secrets
+import subprocess
+from datetime import datetime
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+CONFIG_DIR = PROJECT_ROOT / "conf"
+
+
+@functools.cache
+def run_stamp() -> str:
+    """A run-directory name unique across processes started in the same second (time, pid, random)."""
+    return f"{datetime.now():%Y-%m-%d_%H-%M-%S}_{os.getpid()}_{secrets.token_hex(2)}"
+
+
+def wandb_offline() -> bool:
+    """Log to W&B offline (files under the run directory, `wandb sync` later) unless an API key is configured."""
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_MODE") == "online":
+        return False
+    netrc = Path.home() / ".netrc"
+    return not (netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore"))
+
+
+def wandb_group() -> str | None:
+    """Multirun jobs share one W&B group, named after the sweep directory; single runs have none."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    return Path(hydra_cfg.sweep.dir).name if hydra_cfg.mode == RunMode.MULTIRUN else None
+
+
+def default_data_dir() -> str:
+    return os.environ.get("LOSSY_MEMORY_DATA_DIR") or str(PROJECT_ROOT / "data")
+
+
+def register_resolvers() -> None:
+    resolvers = {"run_stamp": run_stamp, "wandb_offline": wandb_offline, "wandb_group": wandb_group,
+                 "default_data_dir": default_data_dir, "project_root": lambda: str(PROJECT_ROOT)}
+    for name, resolver in resolvers.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
+
+
+def git_state() -> dict[str, str | bool]:
+    """The commit the code ran from, and whether the work tree had uncommitted changes."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+
+    try:
+        return {"sha": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    except (OSError, subprocess.SubprocessError):
+        return {"sha": "unknown", "dirty": False}

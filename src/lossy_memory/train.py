@@ -1,0 +1,71 @@
+"""Entry point: ``python -m lossy_memory.train +experiment=<name> [overrides]``.
+
+Instantiates data, model, callbacks, loggers and Trainer from the Hydra config, fits, tests, and returns
+the metric named by ``optimized_metric`` so sweepers can optimise it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from lossy_memory.callbacks import RunRecord
+from lossy_memory.runtime import CONFIG_DIR, register_resolvers
+
+register_resolvers()
+
+
+def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:
+    """Instantiate everything and check the data is there and fits the model, before any run output is written."""
+    model = instantiate(cfg.model)
+    datamodule = instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
+    callbacks.append(RunRecord(resolved, cfg.paths.output_dir))
+    loggers = [instantiate(c) for c in cfg.get("logger", {}).values() if c is not None]
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+    return datamodule, model, trainer
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit (and test) the configured run; returns every metric logged, as floats."""
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True)
+    try:
+        datamodule, model, trainer = build(cfg)
+    except Exception:
+        # Bad input leaves no half-written run behind: drop the fresh run directory Hydra made for it.
+        output_dir = Path(cfg.paths.output_dir).resolve()
+        if output_dir.is_relative_to(Path(cfg.paths.log_dir).resolve()):
+            shutil.rmtree(output_dir, ignore_errors=True)
+        raise
+    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = dict(trainer.callback_metrics)
+    if cfg.get("test"):
+        trainer.test(model, datamodule=datamodule)
+        metrics.update(trainer.callback_metrics)
+    return {name: float(value) for name, value in metrics.items()}
+
+
+def optimized_value(metrics: dict[str, float], name: str | None) -> float | None:
+    if not name:
+        return None
+    if name not in metrics:
+        raise KeyError(f"optimized_metric={name!r} was not logged; logged metrics: {sorted(metrics)}")
+    return metrics[name]
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    return optimized_value(train(cfg), cfg.get("optimized_metric"))
+
+
+if __name__ == "__main__":
+    main()
