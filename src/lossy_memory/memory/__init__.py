@@ -1,0 +1,20 @@
+"""Recollection memory: bit-exact code packing, budgeted reservoir buffers, and replay sampling strategies."""
+
+from lossy_memory.memory.budget import BudgetProblem, Candidate, capacity_for_budget, generator_parameters, recollections_for_lossless
+from lossy_memory.memory.buffers import BufferSample, ExperienceBuffer, LosslessBuffer, MixedBuffer, RecollectionBuffer
+from lossy_memory.memory.packing import bits_per_variable, bytes_per_item, pack_codes, unpack_codes
+from lossy_memory.memory.sampling import (
+    ActiveDiverseSampling,
+    ActiveSampling,
+    CandidateScores,
+    DiverseSampling,
+    RandomSampling,
+    SamplingStrategy,
+)
+
+__all__ = [
+    "ActiveDiverseSampling", "ActiveSampling", "BudgetProblem", "BufferSample", "Candidate", "CandidateScores",
+    "DiverseSampling", "ExperienceBuffer", "LosslessBuffer", "MixedBuffer", "RandomSampling", "RecollectionBuffer",
+    "SamplingStrategy", "bits_per_variable", "bytes_per_item", "capacity_for_budget", "generator_parameters",
+    "pack_codes", "recollections_for_lossless", "unpack_codes",
+]

@@ -1,0 +1,256 @@
+"""Bit budgets: what a recollection costs, how many fit, and which (c, l) to pick (paper, Appendix B).
+
+Two constraints from the paper. Incremental (eq. 5): each incoming example brings gamma/N bits, of which
+a fraction rho of examples is stored, so rho * bits(c, l) <= gamma/N. Total (eq. 6): over the N
+examples of the stream the generator's own parameters are paid for too, rho * N * bits(c, l) + |theta|(c, l)
+<= gamma. Among feasible (c, l) we maximise the capacity C = c * log2(l) (bits of information per item),
+breaking ties by the cheaper generator. bits(c, l) is what RecollectionBuffer really spends on an item:
+the paper's c * ceil(log2 l) rounded up to a whole byte (identical whenever c * ceil(log2 l) is a multiple
+of 8, e.g. 168 binary variables), plus label and task bits when asked to count them.
+
+Accounting used by the buffers: a stored recollection costs its packed code bytes plus the storage bits
+of its label and task id (smallest integer dtypes that fit), exactly what its tensors occupy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+from lossy_memory.memory.packing import MAX_VALUES, bits_per_variable, bytes_per_item
+from lossy_memory.nets import ConvEncoder
+
+PARAMETER_BITS = 32  # float32 weights
+
+
+# -- what an item costs ------------------------------------------------------------------------------
+def storage_dtype(num_values: int) -> torch.dtype:
+    """Smallest integer dtype holding every value in [0, num_values)."""
+    if isinstance(num_values, bool) or int(num_values) != num_values or num_values < 1:
+        raise ValueError(f"number of distinct values must be an integer >= 1, got {num_values!r}")
+    for dtype, limit in ((torch.uint8, 2**8), (torch.int16, 2**15), (torch.int32, 2**31)):
+        if num_values <= limit:
+            return dtype
+    return torch.int64
+
+
+def label_task_bits(num_classes: int, num_tasks: int) -> int:
+    """Bits a stored label plus a stored task id occupy."""
+    return 8 * (storage_dtype(num_classes).itemsize + storage_dtype(num_tasks).itemsize)
+
+
+def recollection_bits(c: int, l: int, num_classes: int, num_tasks: int) -> int:
+    """Stored bits of one recollection: packed codes (c*ceil(log2 l) rounded up to a byte), label, task id."""
+    return 8 * bytes_per_item(c, l) + label_task_bits(num_classes, num_tasks)
+
+
+def lossless_bits(image_shape: Sequence[int], num_classes: int, num_tasks: int) -> int:
+    """Stored bits of one lossless item: 8 bits per pixel and channel, label, task id."""
+    return 8 * math.prod(image_shape) + label_task_bits(num_classes, num_tasks)
+
+
+def capacity_for_budget(budget_bits: float, item_bits: int) -> int:
+    """Items of ``item_bits`` bits that fit in ``budget_bits`` (at least one, or ValueError)."""
+    if not budget_bits >= item_bits:  # also rejects NaN
+        raise ValueError(f"a budget of {budget_bits} bits is too small for one item of {item_bits} bits")
+    return int(budget_bits // item_bits)
+
+
+def recollections_for_lossless(k: int, image_shape: Sequence[int], c: int, l: int, side: int = 0) -> int:
+    """How many recollections take the bits of k lossless images (k * 8*C*H*W bits).
+
+    ``side``: bits stored beside each item on both sides (``label_task_bits``), so that equal-bits buffers
+    compare exactly: LosslessBuffer(capacity=k) and RecollectionBuffer(budget_bits=its bits).
+    """
+    if int(k) != k or k < 1:
+        raise ValueError(f"number of lossless images must be an integer >= 1, got {k!r}")
+    return capacity_for_budget(k * (8 * math.prod(image_shape) + side), 8 * bytes_per_item(c, l) + side)
+
+
+# -- what the generator costs ------------------------------------------------------------------------
+def generator_parameters(c: int, l: int, image_shape: Sequence[int], kernel_size: int = 5, depth: int = 3) -> int:
+    """Parameters of the DiscreteVAE (ConvEncoder + ConvDecoder, c*l/4 filters) for c variables of l values.
+
+    A closed form, so that sizes too big to build (c*l/4 filters for l = 65536) cost nothing to evaluate;
+    tests check it against the modules themselves.
+    """
+    channels = int(image_shape[0])
+    hidden = max(1, c * l // 4)
+    width = c * l  # encoder logits and decoder one-hot input
+    cells = _feature_cells(tuple(int(s) for s in image_shape), kernel_size, depth)
+    k2 = kernel_size**2
+    middle = (depth - 1) * (hidden * hidden * k2 + hidden)  # the hidden->hidden (transposed) convolutions, each side
+    encoder = channels * hidden * k2 + hidden + middle + hidden * cells * width + width
+    decoder = width * hidden * cells + hidden * cells + middle + hidden * channels * k2 + channels
+    return encoder + decoder
+
+
+@lru_cache
+def _feature_cells(image_shape: tuple[int, ...], kernel_size: int, depth: int) -> int:
+    """Height * width of the encoder's last feature map, read off a 1-filter encoder."""
+    return ConvEncoder(image_shape, out_features=1, hidden=1, kernel_size=kernel_size, depth=depth).head.in_features
+
+
+# -- choosing (c, l) ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Candidate:
+    """One (c, l) and what it costs; ``items`` is set when a total budget is given."""
+
+    c: int
+    l: int
+    code_bits: int  # c * ceil(log2 l), the paper's bits per item
+    stored_bits: int  # what RecollectionBuffer spends per item (byte padding, plus label/task if counted): constrained
+    parameter_bits: int
+    items: int | None = None
+
+    @property
+    def capacity(self) -> float:
+        """C = c * log2(l): information per item, the quantity maximised."""
+        return self.c * math.log2(self.l)
+
+    def key(self) -> tuple[float, int, int, int]:
+        """Sort key, best first: highest capacity, then fewest parameter bits, fewest bits per item, smallest l."""
+        return (-round(self.capacity, 9), self.parameter_bits, self.stored_bits, self.l)
+
+
+@dataclass(frozen=True)
+class BudgetProblem:
+    """The inputs of Appendix B. ``num_classes``/``num_tasks`` None: labels are not counted (the paper's convention)."""
+
+    bits_per_example: float  # gamma / N
+    rho: float = 1.0
+    total_bits: float | None = None  # gamma; enables the total constraint (eq. 6)
+    image_shape: tuple[int, int, int] = (1, 28, 28)
+    num_classes: int | None = None
+    num_tasks: int | None = None
+    l_max: int = MAX_VALUES
+
+    def __post_init__(self) -> None:
+        if not self.bits_per_example > 0:
+            raise ValueError(f"bits per example must be > 0, got {self.bits_per_example}")
+        if not 0 < self.rho <= 1:
+            raise ValueError(f"rho (probability of storing an example) must be in (0, 1], got {self.rho}")
+        if self.total_bits is not None and not self.total_bits >= self.bits_per_example:
+            raise ValueError(f"total bits ({self.total_bits}) must cover at least one example of {self.bits_per_example} bits")
+        if (self.num_classes is None) != (self.num_tasks is None):
+            raise ValueError("give both num_classes and num_tasks (to count label and task bits) or neither")
+        if len(self.image_shape) != 3:
+            raise ValueError(f"image shape must be [channels, height, width], got {list(self.image_shape)}")
+        bits_per_variable(self.l_max)  # validates l_max
+
+    @property
+    def side(self) -> int:
+        return 0 if self.num_classes is None else label_task_bits(self.num_classes, self.num_tasks)
+
+    @property
+    def stream_length(self) -> float:
+        """N = gamma / (gamma / N): examples the total budget pays for."""
+        return self.total_bits / self.bits_per_example
+
+    def item_bits(self, c: int, l: int) -> int:
+        """Stored bits of one item: packed codes (whole bytes) plus the counted side bits."""
+        return 8 * bytes_per_item(c, l) + self.side
+
+    def max_c_incremental(self, l: int) -> int:
+        """Largest c with rho * item_bits(c, l) <= gamma / N (eq. 5): the whole code bytes affordable, filled.
+
+        The 1e-9 forgives float rounding of gamma/(N rho) (16.8 / 0.1 must allow 168 bits, not 167).
+        """
+        code_bytes = math.floor((self.bits_per_example / self.rho - self.side) / 8 + 1e-9)
+        return max(0, 8 * code_bytes // bits_per_variable(l))
+
+    def fits_total(self, c: int, l: int) -> bool:
+        """Eq. 6: rho * N items of item_bits(c, l) plus the generator's parameter bits fit in gamma."""
+        items_bits = self.rho * self.stream_length * self.item_bits(c, l)
+        return items_bits + PARAMETER_BITS * generator_parameters(c, l, self.image_shape) <= self.total_bits
+
+    def candidate(self, c: int, l: int) -> Candidate:
+        parameter_bits = PARAMETER_BITS * generator_parameters(c, l, self.image_shape)
+        stored = self.item_bits(c, l)
+        items = None if self.total_bits is None else max(0, int((self.total_bits - parameter_bits) // stored))
+        return Candidate(c, l, c * bits_per_variable(l), stored, parameter_bits, items)
+
+    def best_c(self, l: int) -> int:
+        """Largest feasible c for this l (0 if none): eq. 5, and eq. 6 when a total budget is given."""
+        high = self.max_c_incremental(l)
+        if self.total_bits is None or high == 0 or self.fits_total(high, l):
+            return high
+        low = 0  # invariant: low fits (or is 0), high does not; the generator only grows with c
+        while high - low > 1:
+            mid = (low + high) // 2
+            low, high = (mid, high) if self.fits_total(mid, l) else (low, mid)
+        return low
+
+    def candidates(self) -> list[Candidate]:
+        """Best c for every l = 2^b (each b's only contender under eq. 5 alone), best first."""
+        rows = []
+        for b in range(1, bits_per_variable(self.l_max) + 1):
+            l = min(2**b, self.l_max)
+            if (c := self.best_c(l)) > 0:
+                rows.append(self.candidate(c, l))
+        return sorted(rows, key=Candidate.key)
+
+    def solve(self) -> Candidate:
+        """The (c, l) of highest capacity C = c log2 l; ValueError if even c=1, l=2 does not fit.
+
+        Under eq. 5 alone, l below a power of two costs the same bits for less capacity, so only l = 2^b compete.
+        Under eq. 6 a smaller l also means a smaller generator, so every l up to l_max is tried.
+        """
+        if self.total_bits is None:
+            rows = self.candidates()
+        else:
+            rows = []
+            for l in range(2, self.l_max + 1):
+                if not self.fits_total(1, l):  # the generator only grows with l: nothing larger fits either
+                    break
+                if (c := self.best_c(l)) > 0:
+                    rows.append(self.candidate(c, l))
+        if not rows:
+            raise ValueError(f"no (c, l) fits: {self}")
+        return min(rows, key=Candidate.key)
+
+
+# -- command line ------------------------------------------------------------------------------------
+def format_table(rows: Sequence[Candidate], chosen: Candidate) -> str:
+    header = f"{'':2}{'c':>7} {'l':>6} {'code bits':>10} {'stored bits':>12} {'capacity C':>11} {'param bits':>14} {'items that fit':>15}"
+    lines = [header]
+    for row in rows:
+        items = "-" if row.items is None else f"{row.items:,}"
+        mark = "*" if row == chosen else ""
+        lines.append(f"{mark:2}{row.c:>7} {row.l:>6} {row.code_bits:>10} {row.stored_bits:>12} {row.capacity:>11.2f} "
+                     f"{row.parameter_bits:>14,} {items:>15}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m lossy_memory.budget", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bits-per-example", type=float, required=True, help="gamma/N: bits each incoming example brings")
+    parser.add_argument("--rho", type=float, default=1.0, help="probability that an example is stored")
+    parser.add_argument("--total-bits", type=float, help="gamma: total budget; the generator's parameters count too (eq. 6)")
+    parser.add_argument("--image-shape", type=int, nargs=3, default=[1, 28, 28], metavar=("C", "H", "W"))
+    parser.add_argument("--num-classes", type=int, help="count label storage bits (needs --num-tasks)")
+    parser.add_argument("--num-tasks", type=int, help="count task-id storage bits (needs --num-classes)")
+    parser.add_argument("--l-max", type=int, default=MAX_VALUES, help="largest l considered")
+    parser.add_argument("--lossless-images", type=int, help="also print how many recollections take the bits of this many lossless images")
+    args = parser.parse_args(argv)
+    try:
+        problem = BudgetProblem(args.bits_per_example, args.rho, args.total_bits, tuple(args.image_shape),
+                                args.num_classes, args.num_tasks, args.l_max)
+        chosen = problem.solve()
+    except ValueError as error:
+        parser.error(str(error))
+    rows = problem.candidates()
+    if chosen not in rows:
+        rows = sorted([*rows, chosen], key=Candidate.key)
+    print(format_table(rows, chosen))
+    print(f"\nchosen: c={chosen.c}, l={chosen.l} ({chosen.code_bits} bits per item, capacity {chosen.capacity:.2f})")
+    if args.lossless_images:
+        k = args.lossless_images
+        n = recollections_for_lossless(k, args.image_shape, chosen.c, chosen.l, problem.side)
+        print(f"{k:,} lossless images ({k * (8 * math.prod(args.image_shape) + problem.side):,} bits) "
+              f"= {n:,} recollections of c={chosen.c}, l={chosen.l}")

@@ -1,0 +1,453 @@
+"""Experience buffers that spend an exact number of bits: recollections (packed codes), lossless images, or both.
+
+Every buffer keeps a uniform sample of the stream it was fed with reservoir sampling (Vitter's algorithm R):
+item i (0-based, counting every item ever offered) fills slot i while the buffer is not full, and after that
+replaces slot j when a uniform draw j in [0, i] falls below the capacity. A batch is inserted at once:
+one float64 draw per item past the fill phase, in stream order, then the writes applied with the last writer
+winning each slot. Algorithm R's draws do not depend on the buffer's contents, and applying them in order
+leaves each slot holding the last item that drew it, so a batch leaves exactly the state the same items
+offered one by one would leave (same generator, same draws; tests check it bit for bit).
+
+Distributed data parallel: nothing is communicated. Each rank owns its buffer and feeds it its own shard of
+the stream (what a DistributedSampler hands it), so each rank holds a uniform reservoir over its shard, the
+shards' reservoirs are disjoint, and together they hold world_size * capacity items, a sample stratified by
+rank. Give each rank its own seed (e.g. seed + rank) so that their draws are independent.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import torch
+
+from lossy_memory.memory.budget import capacity_for_budget, label_task_bits, storage_dtype
+from lossy_memory.memory.packing import bytes_per_item, check_codes, pack_codes, unpack_codes
+
+Decoder = Callable[[torch.Tensor], torch.Tensor]
+
+
+class BufferSample(NamedTuple):
+    """Items drawn from a buffer. ``data``: codes LongTensor [n, c] (recollections), uint8 images [n, C, H, W]
+    (lossless), or the pair (codes, images) of a MixedBuffer, whose labels/tasks/slots list the codes' items first.
+    ``slots``: where each item sits in the buffer (None for codes drawn from the prior)."""
+
+    data: Any
+    labels: torch.Tensor | None
+    tasks: torch.Tensor | None
+    slots: torch.Tensor | None
+
+
+class ExperienceBuffer(ABC):
+    """What the training loop sees: add a batch, draw a batch, turn drawn data into images, count bits.
+
+    See the module docstring for the reservoir and for DDP. Bad input raises ValueError and leaves the buffer
+    unchanged.
+    """
+
+    @property
+    @abstractmethod
+    def capacity(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def num_seen(self) -> int:
+        """Items offered so far (the stream position the reservoir draws against)."""
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def bits_used(self) -> int:
+        """Bits held by the stored items (payload, labels and task ids)."""
+
+    @abstractmethod
+    def add(self, items: Any, labels: torch.Tensor, tasks: torch.Tensor | int) -> None: ...
+
+    @abstractmethod
+    def sample(self, n: int) -> BufferSample:
+        """n stored items drawn uniformly with replacement ("buffer sampling")."""
+
+    @abstractmethod
+    def decode(self, decoder_fn: Decoder | None, data: Any, batch_size: int = 1024) -> torch.Tensor:
+        """Images in [0, 1] for sampled ``data``, decoding in batches without gradients."""
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def replay(self, n: int, decoder_fn: Decoder | None = None, batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(images, labels, tasks) of n items drawn uniformly: what a rehearsal step trains on."""
+        drawn = self.sample(n)
+        return self.decode(decoder_fn, drawn.data, batch_size), drawn.labels, drawn.tasks
+
+
+def _seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _check_count(n: int, what: str) -> int:
+    if isinstance(n, bool) or int(n) != n or n < 0:
+        raise ValueError(f"{what} must be an integer >= 0, got {n!r}")
+    return int(n)
+
+
+class ReservoirBuffer(ExperienceBuffer):
+    """Reservoir of fixed-size uint8 rows plus a label and a task id per item; subclasses say what a row is.
+
+    Random draws come from two CPU generators, one for insertion and one for sampling, so how often a run
+    samples never changes what it stores. Both travel in ``state_dict``.
+    """
+
+    def __init__(self, row_shape: Sequence[int], capacity: int | None, budget_bits: float | None,
+                 num_classes: int, num_tasks: int, seed: int, device: str | torch.device):
+        self.num_classes, self.num_tasks = int(num_classes), int(num_tasks)
+        self.label_dtype, self.task_dtype = storage_dtype(num_classes), storage_dtype(num_tasks)
+        self.row_shape = tuple(int(s) for s in row_shape)
+        self.item_bits = 8 * math.prod(self.row_shape) + label_task_bits(num_classes, num_tasks)
+        if (capacity is None) == (budget_bits is None):
+            raise ValueError(f"give exactly one of capacity and budget_bits, got capacity={capacity}, budget_bits={budget_bits}")
+        if capacity is None:
+            capacity = capacity_for_budget(budget_bits, self.item_bits)
+        elif isinstance(capacity, bool) or int(capacity) != capacity or capacity < 1:
+            raise ValueError(f"capacity must be an integer >= 1, got {capacity!r}")
+        self._capacity = int(capacity)
+        self.device = torch.device(device)
+        self._rows = torch.zeros(self._capacity, *self.row_shape, dtype=torch.uint8, device=self.device)
+        self._labels = torch.zeros(self._capacity, dtype=self.label_dtype, device=self.device)
+        self._tasks = torch.zeros(self._capacity, dtype=self.task_dtype, device=self.device)
+        self._num_seen = 0
+        self._insert_rng, self._sample_rng = _seeded(2 * seed), _seeded(2 * seed + 1)
+
+    # -- what a row is (subclasses) -----------------------------------------------------------------
+    @abstractmethod
+    def _check_items(self, items: Any) -> int:
+        """Validate incoming items (ValueError naming what is wrong); return how many there are."""
+
+    @abstractmethod
+    def _to_rows(self, items: Any) -> torch.Tensor:
+        """Valid items -> uint8 rows [n, *row_shape] (on any device)."""
+
+    @abstractmethod
+    def _from_rows(self, rows: torch.Tensor) -> Any:
+        """Stored rows -> the data ``sample`` returns."""
+
+    @abstractmethod
+    def _config(self) -> dict[str, Any]:
+        """What must match for a state to load (shapes, capacity, label ranges)."""
+
+    # -- the interface --------------------------------------------------------------------------------
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    @property
+    def num_seen(self) -> int:
+        return self._num_seen
+
+    def __len__(self) -> int:
+        return min(self._num_seen, self._capacity)
+
+    def bits_used(self) -> int:
+        return len(self) * self.item_bits
+
+    @property
+    def stored(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Views of the filled part of the storage tensors: (rows, labels, tasks), in slot order."""
+        n = len(self)
+        return self._rows[:n], self._labels[:n], self._tasks[:n]
+
+    def add(self, items: Any, labels: torch.Tensor, tasks: torch.Tensor | int) -> None:
+        """Offer a batch to the reservoir; all of it is validated before anything changes."""
+        labels, tasks = self._validate(items, labels, tasks)
+        self._insert(items, labels, tasks)
+
+    def sample(self, n: int) -> BufferSample:
+        n = _check_count(n, "number of items to sample")
+        if len(self) == 0:
+            raise ValueError("cannot sample from an empty buffer: add items first")
+        return self._gather(torch.randint(len(self), (n,), generator=self._sample_rng))
+
+    def state_dict(self) -> dict[str, Any]:
+        rows, labels, tasks = self.stored
+        return {"config": self._config(), "num_seen": self._num_seen, "rows": rows.cpu().clone(),
+                "labels": labels.cpu().clone(), "tasks": tasks.cpu().clone(),
+                "insert_rng": self._insert_rng.get_state(), "sample_rng": self._sample_rng.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state bit for bit (contents, count seen, both generators); ValueError if it does not fit."""
+        self._restore(self._checked_state(state))
+
+    # -- mechanics ------------------------------------------------------------------------------------
+    def _validate(self, items: Any, labels: torch.Tensor, tasks: torch.Tensor | int) -> tuple[torch.Tensor, torch.Tensor]:
+        n = self._check_items(items)
+        labels = self._check_ids(labels, n, self.num_classes, "labels", "num_classes")
+        if isinstance(tasks, int) and not isinstance(tasks, bool):
+            tasks = torch.full((n,), tasks, dtype=torch.int64)
+        return labels, self._check_ids(tasks, n, self.num_tasks, "tasks", "num_tasks")
+
+    @staticmethod
+    def _check_ids(ids: torch.Tensor, n: int, limit: int, what: str, setting: str) -> torch.Tensor:
+        if not isinstance(ids, torch.Tensor) or ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
+            raise ValueError(f"{what} must be an integer tensor, got {getattr(ids, 'dtype', type(ids).__name__)}")
+        if ids.shape != (n,):
+            raise ValueError(f"{what} must have shape [{n}] (one per item), got {tuple(ids.shape)}")
+        if n and (ids.min() < 0 or ids.max() >= limit):
+            raise ValueError(f"{what} must lie in [0, {limit}) ({setting}={limit}), got values in [{int(ids.min())}, {int(ids.max())}]")
+        return ids
+
+    def _insert(self, items: Any, labels: torch.Tensor, tasks: torch.Tensor) -> None:
+        n = labels.shape[0]
+        if self._num_seen + n <= self._capacity:  # still filling: the batch lands, in order, on the next n slots
+            at = slice(self._num_seen, self._num_seen + n)
+            self._rows[at], self._labels[at], self._tasks[at] = self._to_rows(items).to(self.device), labels, tasks
+        else:
+            sources, slots = self._reservoir_writes(n)
+            at = slots.to(self.device)
+            self._rows[at] = self._to_rows(items[sources.to(items.device)]).to(self.device)
+            self._labels[at] = labels[sources.to(labels.device)].to(self.device, self.label_dtype)
+            self._tasks[at] = tasks[sources.to(tasks.device)].to(self.device, self.task_dtype)
+        self._num_seen += n
+
+    def _reservoir_writes(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(batch positions, slots) that algorithm R writes for the next n items, one write per slot (the last)."""
+        position = torch.arange(self._num_seen, self._num_seen + n, dtype=torch.int64)
+        late = position >= self._capacity
+        slots = position.clone()
+        stream = position[late]
+        draws = torch.rand(stream.shape[0], dtype=torch.float64, generator=self._insert_rng)
+        # j uniform in [0, i]: floor(u * (i + 1)); the clamp guards u * (i + 1) rounding up to i + 1.
+        slots[late] = torch.minimum((draws * (stream + 1).double()).long(), stream)
+        kept = torch.nonzero(slots < self._capacity).squeeze(1)
+        slots, order = torch.sort(slots[kept], stable=True)  # stable: within a slot, stream order is kept
+        last = torch.ones_like(slots, dtype=torch.bool)
+        last[:-1] = slots[1:] != slots[:-1]
+        return kept[order][last], slots[last]
+
+    def _gather(self, slots: torch.Tensor) -> BufferSample:
+        at = slots.to(self.device)
+        return BufferSample(self._from_rows(self._rows[at]), self._labels[at].long(), self._tasks[at].long(), at)
+
+    def _checked_state(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Validate a state dict against this buffer; return what ``_restore`` installs (nothing changes here)."""
+        if not isinstance(state, dict) or not {"config", "num_seen", "rows", "labels", "tasks", "insert_rng", "sample_rng"} <= state.keys():
+            raise ValueError(f"not a {type(self).__name__} state dict (keys: {sorted(state) if isinstance(state, dict) else type(state).__name__})")
+        mine, theirs = self._config(), state["config"] if isinstance(state["config"], dict) else {}
+        mismatched = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
+        if mismatched:
+            detail = ", ".join(f"{k}: saved {saved!r} vs this buffer {here!r}" for k, (saved, here) in mismatched.items())
+            raise ValueError(f"cannot load a buffer state of another shape ({detail})")
+        num_seen = _check_count(state["num_seen"], "num_seen")
+        n = min(num_seen, self._capacity)
+        expected = {"rows": ((n, *self.row_shape), torch.uint8), "labels": ((n,), self.label_dtype), "tasks": ((n,), self.task_dtype)}
+        for key, (shape, dtype) in expected.items():
+            t = state[key]
+            if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape or t.dtype != dtype:
+                raise ValueError(f"state {key!r} must be a {dtype} tensor of shape {list(shape)}, got {getattr(t, 'dtype', type(t).__name__)} "
+                                 f"{list(getattr(t, 'shape', []))}")
+        for key in ("labels", "tasks"):
+            limit = self.num_classes if key == "labels" else self.num_tasks
+            if n and (state[key].min() < 0 or state[key].max() >= limit):
+                raise ValueError(f"state {key!r} holds values outside [0, {limit})")
+        generators = []
+        for key in ("insert_rng", "sample_rng"):
+            generator = torch.Generator()
+            try:
+                generator.set_state(state[key])
+            except (RuntimeError, TypeError) as error:
+                raise ValueError(f"state {key!r} is not a CPU generator state: {error}") from error
+            generators.append(generator)
+        rows = torch.zeros_like(self._rows)
+        labels, tasks = torch.zeros_like(self._labels), torch.zeros_like(self._tasks)
+        rows[:n], labels[:n], tasks[:n] = state["rows"].to(self.device), state["labels"].to(self.device), state["tasks"].to(self.device)
+        return {"rows": rows, "labels": labels, "tasks": tasks, "num_seen": num_seen, "rngs": generators}
+
+    def _restore(self, checked: dict[str, Any]) -> None:
+        self._rows, self._labels, self._tasks = checked["rows"], checked["labels"], checked["tasks"]
+        self._num_seen = checked["num_seen"]
+        self._insert_rng, self._sample_rng = checked["rngs"]
+
+
+class RecollectionBuffer(ReservoirBuffer):
+    """Recollections: c categorical codes of l values per item, packed at c * ceil(log2 l) bits (byte-padded per
+    item), plus label and task id in the smallest integer dtypes that fit.
+
+    Give ``capacity`` (items) or ``budget_bits`` (total bits, codes + labels + task ids). ``sample`` returns
+    codes; ``decode`` turns them into images through the generator's decoder.
+    """
+
+    def __init__(self, c: int, l: int, capacity: int | None = None, budget_bits: float | None = None,
+                 num_classes: int = 10, num_tasks: int = 1, seed: int = 0, device: str | torch.device = "cpu"):
+        self.c, self.l = int(c), int(l)
+        super().__init__((bytes_per_item(c, l),), capacity, budget_bits, num_classes, num_tasks, seed, device)
+
+    def _check_items(self, codes: torch.Tensor) -> int:
+        check_codes(codes, self.c, self.l)
+        return codes.shape[0]
+
+    def _to_rows(self, codes: torch.Tensor) -> torch.Tensor:
+        return pack_codes(codes, self.l)
+
+    def _from_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        return unpack_codes(rows, self.c, self.l)
+
+    def _config(self) -> dict[str, Any]:
+        return {"kind": "recollection", "c": self.c, "l": self.l, "capacity": self.capacity,
+                "num_classes": self.num_classes, "num_tasks": self.num_tasks}
+
+    def sample_codes(self, n: int) -> torch.Tensor:
+        """n codes drawn uniformly from all l^c ("code sampling": the generator's prior, nothing stored)."""
+        n = _check_count(n, "number of codes to sample")
+        return torch.randint(self.l, (n, self.c), generator=self._sample_rng).to(self.device)
+
+    def decode(self, decoder_fn: Decoder | None, data: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+        """Images from codes [n, c] through ``decoder_fn`` (e.g. ``DiscreteVAE.decode``), ``batch_size`` at a time.
+
+        Codes are moved to the device of the decoder's first parameter when ``decoder_fn`` is a bound method
+        of a module; otherwise they are passed where they are.
+        """
+        if decoder_fn is None:
+            raise ValueError("a RecollectionBuffer needs a decoder_fn to turn codes into images")
+        check_codes(data, self.c, self.l)
+        if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        device = _decoder_device(decoder_fn)
+        with torch.no_grad():
+            return torch.cat([decoder_fn(chunk.to(device or chunk.device)) for chunk in data.split(int(batch_size))])
+
+
+def _decoder_device(decoder_fn: Decoder) -> torch.device | None:
+    module = getattr(decoder_fn, "__self__", decoder_fn)
+    if isinstance(module, torch.nn.Module):
+        parameter = next(module.parameters(), None)
+        return None if parameter is None else parameter.device
+    return None
+
+
+class LosslessBuffer(ReservoirBuffer):
+    """The equal-bits baseline: images stored as uint8 (8 bits per pixel and channel), plus label and task id.
+
+    ``add`` takes uint8 images or floats in [0, 1] (rounded to the nearest of 256 levels); ``decode`` ignores
+    the decoder and returns floats in [0, 1].
+    """
+
+    def __init__(self, image_shape: Sequence[int], capacity: int | None = None, budget_bits: float | None = None,
+                 num_classes: int = 10, num_tasks: int = 1, seed: int = 0, device: str | torch.device = "cpu"):
+        if len(image_shape) != 3 or any(int(s) != s or s < 1 for s in image_shape):
+            raise ValueError(f"image_shape must be [channels, height, width] of positive integers, got {list(image_shape)}")
+        self.image_shape = tuple(int(s) for s in image_shape)
+        super().__init__(self.image_shape, capacity, budget_bits, num_classes, num_tasks, seed, device)
+
+    def _check_items(self, images: torch.Tensor) -> int:
+        self._check_images(images, allow_float=True)
+        return images.shape[0]
+
+    def _check_images(self, images: torch.Tensor, allow_float: bool) -> None:
+        if not isinstance(images, torch.Tensor):
+            raise ValueError(f"images must be a torch.Tensor, got {type(images).__name__}")
+        if images.dim() != 4 or tuple(images.shape[1:]) != self.image_shape:
+            raise ValueError(f"images must have shape [N, {', '.join(map(str, self.image_shape))}], got {tuple(images.shape)}")
+        if images.dtype == torch.uint8:
+            return
+        if not (allow_float and images.dtype.is_floating_point):
+            raise ValueError(f"images must be uint8{' or floating point in [0, 1]' if allow_float else ''}, got {images.dtype}")
+        if images.numel():
+            low, high = torch.aminmax(images)
+            if not (low >= 0 and high <= 1):  # NaN fails too
+                raise ValueError(f"floating-point images must lie in [0, 1], got values in [{float(low)}, {float(high)}]")
+
+    def _to_rows(self, images: torch.Tensor) -> torch.Tensor:
+        return images if images.dtype == torch.uint8 else (images * 255).round().to(torch.uint8)
+
+    def _from_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        return rows
+
+    def _config(self) -> dict[str, Any]:
+        return {"kind": "lossless", "image_shape": list(self.image_shape), "capacity": self.capacity,
+                "num_classes": self.num_classes, "num_tasks": self.num_tasks}
+
+    def decode(self, decoder_fn: Decoder | None, data: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+        self._check_images(data, allow_float=False)
+        return data.float() / 255
+
+
+class MixedBuffer(ExperienceBuffer):
+    """One bit budget split between recollections (``lossy_fraction`` of it) and lossless images (the rest).
+
+    Both parts see the whole stream, each with its own reservoir: each is a uniform sample of it (an item may,
+    rarely, be kept by both). ``add`` takes items as the pair (images, codes) of the same batch; ``sample``
+    draws uniformly over the union of stored items. Use the single buffers for fractions 0 and 1.
+    """
+
+    def __init__(self, c: int, l: int, image_shape: Sequence[int], budget_bits: float, lossy_fraction: float,
+                 num_classes: int = 10, num_tasks: int = 1, seed: int = 0, device: str | torch.device = "cpu"):
+        if not 0 < lossy_fraction < 1:
+            raise ValueError(f"lossy_fraction must be in (0, 1) (use RecollectionBuffer or LosslessBuffer for 1 or 0), got {lossy_fraction}")
+        lossy_bits = budget_bits * lossy_fraction
+        # Seeds 3s, 3s+1 for the parts (generator streams 6s..6s+3) and stream 6s+4 here: no two streams coincide.
+        try:
+            self.lossy = RecollectionBuffer(c, l, budget_bits=lossy_bits, num_classes=num_classes, num_tasks=num_tasks,
+                                            seed=3 * seed, device=device)
+            self.lossless = LosslessBuffer(image_shape, budget_bits=budget_bits - lossy_bits, num_classes=num_classes,
+                                           num_tasks=num_tasks, seed=3 * seed + 1, device=device)
+        except ValueError as error:
+            raise ValueError(f"budget of {budget_bits} bits split {lossy_fraction}:{1 - lossy_fraction} (lossy:lossless): {error}") from error
+        self._sample_rng = _seeded(6 * seed + 4)
+
+    @property
+    def capacity(self) -> int:
+        return self.lossy.capacity + self.lossless.capacity
+
+    @property
+    def num_seen(self) -> int:
+        return self.lossy.num_seen
+
+    def __len__(self) -> int:
+        return len(self.lossy) + len(self.lossless)
+
+    def bits_used(self) -> int:
+        return self.lossy.bits_used() + self.lossless.bits_used()
+
+    def add(self, items: tuple[torch.Tensor, torch.Tensor], labels: torch.Tensor, tasks: torch.Tensor | int) -> None:
+        """``items`` = (images, codes) of one batch."""
+        if not isinstance(items, tuple | list) or len(items) != 2:
+            raise ValueError(f"MixedBuffer.add takes items=(images, codes), got {type(items).__name__}")
+        images, codes = items
+        checked = [self.lossy._validate(codes, labels, tasks), self.lossless._validate(images, labels, tasks)]  # both before either changes
+        self.lossy._insert(codes, *checked[0])
+        self.lossless._insert(images, *checked[1])
+
+    def sample(self, n: int) -> BufferSample:
+        n = _check_count(n, "number of items to sample")
+        if len(self) == 0:
+            raise ValueError("cannot sample from an empty buffer: add items first")
+        picks = torch.randint(len(self), (n,), generator=self._sample_rng)
+        in_lossy = picks < len(self.lossy)
+        lossy, lossless = self.lossy._gather(picks[in_lossy]), self.lossless._gather(picks[~in_lossy] - len(self.lossy))
+        return BufferSample((lossy.data, lossless.data), torch.cat([lossy.labels, lossless.labels]),
+                            torch.cat([lossy.tasks, lossless.tasks]), torch.cat([lossy.slots, lossless.slots + self.lossy.capacity]))
+
+    def decode(self, decoder_fn: Decoder | None, data: tuple[torch.Tensor, torch.Tensor], batch_size: int = 1024) -> torch.Tensor:
+        codes, images = data
+        decoded = self.lossy.decode(decoder_fn, codes, batch_size)
+        return torch.cat([decoded, self.lossless.decode(None, images).to(decoded.device)])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"lossy": self.lossy.state_dict(), "lossless": self.lossless.state_dict(), "sample_rng": self._sample_rng.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not isinstance(state, dict) or not {"lossy", "lossless", "sample_rng"} <= state.keys():
+            raise ValueError("not a MixedBuffer state dict (needs 'lossy', 'lossless' and 'sample_rng')")
+        lossy, lossless = self.lossy._checked_state(state["lossy"]), self.lossless._checked_state(state["lossless"])
+        generator = torch.Generator()
+        try:
+            generator.set_state(state["sample_rng"])
+        except (RuntimeError, TypeError) as error:
+            raise ValueError(f"state 'sample_rng' is not a CPU generator state: {error}") from error
+        self.lossy._restore(lossy)
+        self.lossless._restore(lossless)
+        self._sample_rng = generator

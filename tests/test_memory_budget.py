@@ -1,0 +1,154 @@
+"""Bit budgets (paper, Appendix B): item costs, generator size, the (c, l) solver, the command line."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from functools import partial
+
+import pytest
+import torch
+
+from lossy_memory.memory import LosslessBuffer, RecollectionBuffer
+from lossy_memory.memory.budget import (
+    PARAMETER_BITS,
+    BudgetProblem,
+    capacity_for_budget,
+    generator_parameters,
+    label_task_bits,
+    lossless_bits,
+    main,
+    recollection_bits,
+    recollections_for_lossless,
+    storage_dtype,
+)
+from lossy_memory.memory.packing import bits_per_variable
+from lossy_memory.runtime import PROJECT_ROOT
+
+
+@pytest.mark.parametrize("values, dtype", [(1, torch.uint8), (256, torch.uint8), (257, torch.int16), (2**15, torch.int16),
+                                           (2**15 + 1, torch.int32), (2**31 + 1, torch.int64)])
+def test_storage_dtype_is_the_smallest_that_fits(values, dtype):
+    assert storage_dtype(values) == dtype
+
+
+def test_item_costs():
+    assert recollection_bits(168, 2, 10, 1) == 168 + 16
+    assert recollection_bits(33, 32, 10, 1) == 168 + 16  # 165 code bits padded to 21 bytes
+    assert lossless_bits((1, 28, 28), 10, 300) == 6272 + 8 + 16
+    assert label_task_bits(10, 1) == 16
+    assert capacity_for_budget(184 * 1000 + 183, 184) == 1000
+    with pytest.raises(ValueError, match="too small for one item"):
+        capacity_for_budget(float("nan"), 184)
+
+
+def test_lossless_equivalent_sizing():
+    # 1000 MNIST images = 6,272,000 bits = 37,333 recollections of 168 bits (37,333.3)
+    assert recollections_for_lossless(1000, (1, 28, 28), 168, 2) == 37_333
+    # with labels and task ids on both sides the buffers hold exactly the same bits
+    side = label_task_bits(10, 1)
+    n = recollections_for_lossless(1000, (1, 28, 28), 168, 2, side)
+    lossless = LosslessBuffer((1, 28, 28), capacity=1000)
+    assert n == RecollectionBuffer(168, 2, budget_bits=1000 * lossless.item_bits).capacity == 1000 * 6288 // 184
+
+
+@pytest.mark.parametrize("c, l, shape", [(8, 2, (1, 28, 28)), (4, 4, (1, 28, 28)), (3, 5, (3, 32, 32)), (168, 2, (1, 28, 28)), (1, 2, (1, 5, 7))])
+def test_generator_parameter_formula_matches_the_discrete_vae(c, l, shape):
+    from lossy_memory.models import DiscreteVAE
+    from lossy_memory.nets import CategoricalLatent, ConvDecoder, ConvEncoder
+
+    vae = DiscreteVAE(CategoricalLatent(c, l), partial(ConvEncoder), partial(ConvDecoder), partial(torch.optim.Adam), image_shape=list(shape))
+    assert PARAMETER_BITS * generator_parameters(c, l, shape) == vae.storage_report()["parameter_bits"]
+
+
+def test_168_bits_per_example_stores_168_binary_variables():
+    """rho=1, 168 bits: every b dividing 168 reaches C = 168 with l = 2^b (c=84 at l=4 costs exactly the same
+    generator: c*l/4 = 84 filters and c*l = 336 latent units either way); the tie goes to the smaller l."""
+    problem = BudgetProblem(168, rho=1)
+    chosen = problem.solve()
+    assert (chosen.c, chosen.l, chosen.code_bits, chosen.capacity) == (168, 2, 168, 168)
+    rows = {(row.c, row.l): row for row in problem.candidates()}
+    assert rows[(84, 4)].capacity == 168 and rows[(84, 4)].parameter_bits == chosen.parameter_bits
+    assert rows[(56, 8)].capacity == 168 and rows[(56, 8)].parameter_bits > chosen.parameter_bits
+    assert rows[(33, 32)].capacity == 165  # 5 does not divide 168: 3 bits lost
+    assert problem.candidates()[0] == chosen
+
+
+@pytest.mark.parametrize("bits, rho, expected", [(168, 0.5, (336, 2)), (16.8, 0.1, (168, 2)), (12, 1, (8, 2)), (16, 1, (16, 2)),
+                                                 (40, 1, (40, 2))])
+def test_incremental_solutions_by_hand(bits, rho, expected):
+    """Items are stored in whole bytes: 12 bits per example afford one byte, i.e. 8 binary variables
+    (or 4 of l=4, 2 of l=16, 1 of l=256: same capacity 8, bigger generators)."""
+    chosen = BudgetProblem(bits, rho=rho).solve()
+    assert (chosen.c, chosen.l) == expected
+    assert rho * chosen.stored_bits <= bits + 1e-9
+
+
+def test_less_than_a_byte_per_stored_example_fits_nothing():
+    with pytest.raises(ValueError, match="no \\(c, l\\) fits"):
+        BudgetProblem(7, rho=1).solve()
+
+
+def test_labels_can_be_counted_in_the_incremental_budget():
+    chosen = BudgetProblem(168, rho=1, num_classes=10, num_tasks=1).solve()  # 16 bits of label and task id
+    assert (chosen.c, chosen.l, chosen.stored_bits) == (152, 2, 168)
+
+
+def brute_force(problem: BudgetProblem):
+    best = None
+    for l in range(2, problem.l_max + 1):
+        for c in range(1, problem.max_c_incremental(l) + 1):
+            if problem.total_bits is None or problem.fits_total(c, l):
+                row = problem.candidate(c, l)
+                best = row if best is None or row.key() < best.key() else best
+    return best
+
+
+@pytest.mark.parametrize("total", [2e6, 1e7, 5e7])
+def test_total_constraint_counts_the_generator_and_matches_brute_force(total):
+    problem = BudgetProblem(168, rho=1, total_bits=total, l_max=64)
+    chosen = problem.solve()
+    assert chosen == brute_force(problem)
+    n = total / 168
+    assert n * chosen.stored_bits + chosen.parameter_bits <= total  # eq. 6
+    assert chosen.items == (total - chosen.parameter_bits) // chosen.stored_bits >= n  # the buffer really holds rho*N
+
+
+def test_total_constraint_binds_below_the_incremental_answer():
+    """60,000 examples of 168 bits: 60,000 items of 8 bytes take 3.84M bits; the generator for c=58, l=2 takes 6.21M
+    (10.05M in all), for c=59 6.27M (10.11M > 10.08M)."""
+    problem = BudgetProblem(168, rho=1, total_bits=1.008e7)
+    chosen = problem.solve()
+    assert (chosen.c, chosen.l, chosen.stored_bits) == (58, 2, 64)
+    assert problem.fits_total(58, 2) and not problem.fits_total(59, 2)
+
+
+def test_infeasible_and_invalid_problems_raise():
+    with pytest.raises(ValueError, match="no \\(c, l\\) fits"):
+        BudgetProblem(168, total_bits=200).solve()
+    with pytest.raises(ValueError, match="rho"):
+        BudgetProblem(168, rho=0)
+    with pytest.raises(ValueError, match="both num_classes and num_tasks"):
+        BudgetProblem(168, num_classes=10)
+
+
+def test_command_line_prints_the_candidate_table(capsys):
+    main(["--bits-per-example", "168", "--rho", "1", "--lossless-images", "1000"])
+    out = capsys.readouterr().out
+    assert "capacity C" in out and "param bits" in out and "items that fit" in out
+    assert any(line.split()[:3] == ["*", "168", "2"] for line in out.splitlines())
+    assert "1,000 lossless images (6,272,000 bits) = 37,333 recollections of c=168, l=2" in out
+    with pytest.raises(SystemExit):
+        main(["--bits-per-example", "168", "--rho", "2"])
+    assert "rho" in capsys.readouterr().err
+
+
+def test_module_entry_point_runs():
+    result = subprocess.run([sys.executable, "-m", "lossy_memory.budget", "--bits-per-example", "168", "--rho", "1",
+                             "--total-bits", "1e8", "--image-shape", "1", "28", "28"],
+                            capture_output=True, text=True, timeout=60, cwd=PROJECT_ROOT, check=True)
+    chosen = BudgetProblem(168, total_bits=1e8).solve()
+    assert f"chosen: c={chosen.c}, l={chosen.l}" in result.stdout
+    assert f"{chosen.items:,}" in result.stdout and math.isclose(chosen.capacity, chosen.c * math.log2(chosen.l))
+    assert bits_per_variable(chosen.l) * chosen.c == chosen.code_bits
