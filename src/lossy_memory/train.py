@@ -12,6 +12,7 @@ from pathlib import Path
 import hydra
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from lossy_memory.callbacks import RunRecord
@@ -46,12 +47,26 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if output_dir.is_relative_to(Path(cfg.paths.log_dir).resolve()):
             shutil.rmtree(output_dir, ignore_errors=True)
         raise
-    trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    metrics = dict(trainer.callback_metrics)
-    if cfg.get("test"):
-        trainer.test(model, datamodule=datamodule)
-        metrics.update(trainer.callback_metrics)
+    exit_code = 1
+    try:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        metrics = dict(trainer.callback_metrics)
+        if cfg.get("test"):
+            trainer.test(model, datamodule=datamodule)
+            metrics.update(trainer.callback_metrics)
+        exit_code = 0
+    finally:
+        finish_wandb_run(trainer, exit_code)
     return {name: float(value) for name, value in metrics.items()}
+
+
+def finish_wandb_run(trainer: L.Trainer, exit_code: int) -> None:
+    """Close the W&B run this job opened. Multirun jobs share one process, and a WandbLogger finding a run still
+    open logs into it instead of starting its own, so without this every job of a sweep lands in the first run."""
+    if any(isinstance(logger, WandbLogger) for logger in trainer.loggers):
+        import wandb
+
+        wandb.finish(exit_code=exit_code)
 
 
 def optimized_value(metrics: dict[str, float], name: str | None) -> float | None:

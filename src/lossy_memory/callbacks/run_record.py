@@ -20,7 +20,8 @@ class RunRecord(L.Callback):
         self.config, self.output_dir = config, Path(output_dir)
 
     @rank_zero_only
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Not on_fit_start: the train loader, and so the number of batches per rank, is set up in between.
         import yaml
 
         self.output_dir.mkdir(parents=True, exist_ok=True)

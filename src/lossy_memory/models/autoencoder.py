@@ -36,7 +36,6 @@ class LatentAutoencoder(L.LightningModule):
             raise ValueError(f"model.image_shape must be [channels, height, width], got {list(image_shape)}")
         if kl_weight < 0:
             raise ValueError(f"model.kl_weight must be >= 0, got {kl_weight}")
-        self.save_hyperparameters(ignore=["latent", "encoder", "decoder", "optimizer"], logger=False)
         self.image_shape = tuple(int(s) for s in image_shape)
         self.latent = latent
         hidden = hidden or self.default_hidden()
@@ -57,7 +56,7 @@ class LatentAutoencoder(L.LightningModule):
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Images in [0,1] from stored codes."""
-        return self.decoder(self.latent.embed(codes))
+        return self.decoder(self.latent.embed(codes)).clamp(0, 1)
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
@@ -81,7 +80,7 @@ class LatentAutoencoder(L.LightningModule):
         loss = reconstruction + self.kl_weight * kl
         self.log_dict(
             {"train/loss": loss, "train/reconstruction": reconstruction, "train/kl": kl,
-             "train/sample_distortion": (x_hat.detach() - x).abs().mean()},
+             "train/sample_distortion": (x_hat.detach().clamp(0, 1) - x).abs().mean()},
             on_step=True, on_epoch=True, prog_bar=False, batch_size=len(x),
         )
         return loss

@@ -35,7 +35,11 @@ class ConvEncoder(nn.Module):
 
 
 class ConvDecoder(nn.Module):
-    """A linear map to a small feature map, then `depth` stride-2 transposed convolutions back to the image (sigmoid: pixels in [0, 1])."""
+    """A linear map to a small feature map, then `depth` stride-2 transposed convolutions back to the image.
+
+    The output is linear (no sigmoid): under an L1 loss a sigmoid saturates on the mostly-black MNIST
+    background and its vanishing gradient stalls training at the all-black image. Clamp to [0, 1] to display.
+    """
 
     def __init__(self, in_features: int, image_shape: Sequence[int], hidden: int, kernel_size: int = 5, depth: int = 3):
         super().__init__()
@@ -52,7 +56,8 @@ class ConvDecoder(nn.Module):
                        widths[i - 1] - ((widths[i] - 1) * 2 - 2 * pad + kernel_size))
             out_channels = channels if i == 1 else hidden
             layers.append(nn.ConvTranspose2d(hidden, out_channels, kernel_size, stride=2, padding=pad, output_padding=out_pad))
-            layers.append(nn.Sigmoid() if i == 1 else nn.ReLU())
+            if i > 1:
+                layers.append(nn.ReLU())
         self.features = nn.Sequential(*layers)
 
     def forward(self, z):

@@ -1,0 +1,55 @@
+"""Entry point: ``python -m lossy_memory.evaluate ckpt_path=<run>/checkpoints/last.ckpt``.
+
+Rebuilds the datamodule and model from the resolved config that ``lossy_memory.train`` stored inside the
+checkpoint, restores the weights and runs the test stage; metrics go to ``metrics.json`` in the run directory.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from lossy_memory.runtime import CONFIG_DIR, register_resolvers
+
+register_resolvers()
+
+
+def stored_run_config(ckpt_path: str | Path) -> DictConfig:
+    """The training config kept in a checkpoint by the RunRecord callback."""
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist: pass ckpt_path=<run dir>/checkpoints/<name>.ckpt")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if "run_config" not in checkpoint:
+        raise ValueError(f"checkpoint {path} holds no run config: it was not written by `python -m lossy_memory.train`")
+    return OmegaConf.create(checkpoint["run_config"])
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    run_cfg = stored_run_config(cfg.ckpt_path)
+    data_cfg = OmegaConf.merge(run_cfg.data, cfg.data, {"data_dir": cfg.paths.data_dir})
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(data_cfg)
+    model = instantiate(run_cfg.model)
+    trainer = instantiate(cfg.trainer)
+    trainer.test(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "metrics.json").write_text(json.dumps({"ckpt_path": str(cfg.ckpt_path), "metrics": metrics}, indent=2))
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

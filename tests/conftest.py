@@ -1,0 +1,34 @@
+"""Shared fixtures: the real data root (CI points LOSSY_MEMORY_DATA_DIR at ../shared/datasets) and config composition."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+from lossy_memory.runtime import CONFIG_DIR, register_resolvers
+
+register_resolvers()
+
+
+@pytest.fixture(scope="session")
+def real_data_dir() -> Path:
+    """The folder holding real MNIST (and the Omniglot subset); tests needing it skip when it is absent."""
+    folder = Path(os.environ.get("LOSSY_MEMORY_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
+    if not (folder / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
+        pytest.skip(f"real MNIST not found under {folder}; set LOSSY_MEMORY_DATA_DIR")
+    return folder
+
+
+def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
+    """The config `python -m lossy_memory.train <overrides>` would run, writing into output_dir."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.log_dir = str(output_dir.parent)
+        del cfg.hydra
+    return cfg

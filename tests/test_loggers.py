@@ -1,0 +1,133 @@
+"""Loggers: W&B runs offline by itself when no key is configured, keeps its files in the run directory, receives the
+reconstruction grids, and gives every multirun job its own run within one group; ``logger=many`` composes.
+
+Nothing here may reach the network: W&B's server address points at a closed local port, so any attempt fails.
+"""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import wandb
+from hydra.utils import instantiate
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
+from wandb.proto import wandb_internal_pb2
+
+from conftest import compose_config
+from data_formats import write_mnist
+from lossy_memory.runtime import wandb_offline
+from lossy_memory.train import train
+
+UNREACHABLE = "http://127.0.0.1:9"  # the discard port: nothing listens
+TINY_RUN = ["+experiment=mnist_compression", "trainer=debug", "logger=wandb", "data.download=false", "model.latent.c=8"]
+
+
+def wandb_records(path: Path) -> Iterator[wandb_internal_pb2.Record]:
+    """The records of a ``run-<id>.wandb`` transaction log, the file ``wandb sync`` uploads: a 7-byte header
+    (``:W&B``, magic, version), then LevelDB log framing in 32 KiB blocks, each chunk being crc32c, little-endian
+    length, type (1 full, 2 first, 3 middle, 4 last) and the bytes of a serialized ``Record``."""
+    data, block = path.read_bytes(), 32 * 1024
+    assert data[:4] == b":W&B", f"{path} is not a W&B transaction log"
+    position, pending = 7, b""
+    while position + 7 <= len(data):
+        room = block - position % block
+        length, kind = struct.unpack_from("<HB", data, position + 4) if room >= 7 else (0, 0)
+        if kind == 0:  # the rest of the block is padding
+            position += room
+            continue
+        pending = data[position + 7 : position + 7 + length] if kind in (1, 2) else pending + data[position + 7 : position + 7 + length]
+        position += 7 + length
+        if kind in (1, 4):
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            yield record
+
+
+def offline_run(folder: Path) -> dict:
+    """The single offline run under ``folder/wandb``: its directory, id, group, exit code and logged history keys."""
+    runs = list((folder / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, f"expected one offline run under {folder}, found {runs}"
+    (log,) = runs[0].glob("run-*.wandb")
+    found = {"dir": runs[0], "history_keys": set()}
+    for record in wandb_records(log):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            found.update(id=record.run.run_id, group=record.run.run_group)
+        elif kind == "exit":
+            found["exit_code"] = record.exit.exit_code
+        elif kind == "history":
+            found["history_keys"] |= {item.key or item.nested_key[0] for item in record.history.item}
+    return found
+
+
+@pytest.fixture
+def no_wandb_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No key anywhere W&B looks (environment, ~/.netrc), no network, and W&B's process ended afterwards."""
+    for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_DIR"):
+        monkeypatch.setenv(name, "")  # so the original state is restored: WandbLogger sets WANDB_MODE itself
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("WANDB_BASE_URL", UNREACHABLE)
+    monkeypatch.chdir(tmp_path)
+    yield
+    wandb.teardown()
+
+
+def test_offline_unless_a_key_is_configured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_wandb_key: None) -> None:
+    assert wandb_offline()
+    monkeypatch.setenv("WANDB_MODE", "online")
+    assert not wandb_offline()
+    monkeypatch.delenv("WANDB_MODE")
+    (tmp_path / ".netrc").write_text("machine api.wandb.ai\n  login user\n  password 0123456789abcdef\n")
+    assert not wandb_offline()
+    (tmp_path / ".netrc").unlink()
+    monkeypatch.setenv("WANDB_API_KEY", "0123456789abcdef")
+    assert not wandb_offline()
+
+
+def test_wandb_without_key_logs_offline_into_the_run_dir_with_image_grids(tmp_path: Path, no_wandb_key: None) -> None:
+    write_mnist(tmp_path / "data")
+    run_dir = tmp_path / "run"
+    cfg = compose_config([*TINY_RUN, f"data.data_dir={tmp_path / 'data'}"], run_dir)
+    assert cfg.logger.wandb.offline is True and cfg.logger.wandb.save_dir == str(run_dir)
+    assert cfg.logger.wandb.group is None  # a single run belongs to no sweep group
+
+    train(cfg)
+    wandb.teardown()  # W&B's service writes the transaction log out when it stops, as it does at process exit
+
+    run = offline_run(run_dir)
+    assert run["exit_code"] == 0 and run["group"] == ""
+    grids = sorted((run_dir / "images").glob("reconstructions_epoch*.png"))
+    assert grids, "ReconstructionGrid saved no grid"
+    assert len(list((run["dir"] / "files" / "media" / "images" / "val").glob("reconstructions_*.png"))) == len(grids)
+    assert "val/reconstructions" in run["history_keys"] and "test/distortion" in run["history_keys"]
+    assert not (tmp_path / "wandb").exists(), "W&B wrote outside the run directory"
+
+
+def test_logger_many_composes_csv_tensorboard_and_offline_wandb(tmp_path: Path, no_wandb_key: None) -> None:
+    cfg = compose_config(["+experiment=mnist_compression", "logger=many"], tmp_path / "run")
+    loggers = {name: instantiate(cfg.logger[name]) for name in cfg.logger}
+    assert {name: type(logger) for name, logger in loggers.items()} == {"csv": CSVLogger, "tensorboard": TensorBoardLogger, "wandb": WandbLogger}
+    assert all(Path(logger.save_dir) == tmp_path / "run" for logger in loggers.values())
+    assert cfg.logger.wandb.offline is True
+
+
+def test_multirun_jobs_get_their_own_wandb_runs_in_one_group(tmp_path: Path) -> None:
+    write_mnist(tmp_path / "data")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "WANDB_BASE_URL": UNREACHABLE}
+    args = ["--multirun", *TINY_RUN, f"data.data_dir={tmp_path / 'data'}", "model.latent.c=8,16", f"paths.log_dir={tmp_path / 'logs'}"]
+    result = subprocess.run([sys.executable, "-m", "lossy_memory.train", *args], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    (sweep,) = (tmp_path / "logs" / "multiruns").iterdir()
+    runs = [offline_run(sweep / str(job)) for job in (0, 1)]
+    assert runs[0]["id"] != runs[1]["id"]
+    assert [run["group"] for run in runs] == [sweep.name] * 2
+    assert [run["exit_code"] for run in runs] == [0, 0]
+    assert all("test/distortion" in run["history_keys"] for run in runs)

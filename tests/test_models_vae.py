@@ -1,0 +1,73 @@
+"""DiscreteVAE and ContinuousVAE: the storage interface, the storage report, a learning step."""
+
+import functools
+
+import pytest
+import torch
+
+from lossy_memory.models import ContinuousVAE, DiscreteVAE
+from lossy_memory.nets import CategoricalLatent, ConvDecoder, ConvEncoder, GaussianLatent
+
+
+def make_discrete(c=38, l=2, shape=(1, 28, 28), **kwargs):
+    return DiscreteVAE(
+        CategoricalLatent(c, l), functools.partial(ConvEncoder), functools.partial(ConvDecoder),
+        functools.partial(torch.optim.Adam, lr=1e-3), shape, **kwargs,
+    )
+
+
+def test_encode_gives_integer_codes_and_decode_gives_images():
+    model = make_discrete(c=10, l=16, shape=(3, 32, 32))
+    x = torch.rand(5, 3, 32, 32)
+    codes = model.encode(x)
+    assert codes.dtype == torch.long and codes.shape == (5, 10)
+    assert codes.min() >= 0 and codes.max() < 16
+    images = model.decode(codes)
+    assert images.shape == (5, 3, 32, 32)
+    assert torch.equal(model.reconstruct(x), images)
+
+
+@pytest.mark.parametrize(("c", "ratio"), [(38, 6272 / 38), (168, 6272 / 168)])
+def test_storage_report_counts_bits_as_in_eq_1(c, ratio):
+    model = make_discrete(c=c, l=2)
+    report = model.storage_report()
+    assert report["bits_per_item"] == c
+    assert report["compression_ratio"] == pytest.approx(ratio)
+    assert report["parameter_bits"] == 32 * sum(p.numel() for p in model.parameters())
+
+
+def test_filters_default_to_c_times_l_over_4():
+    model = make_discrete(c=168, l=2)
+    assert model.encoder.features[0].out_channels == 84
+    assert make_discrete(c=38, l=2, hidden=16).encoder.features[0].out_channels == 16
+
+
+def test_model_rejects_a_latent_of_the_wrong_kind():
+    with pytest.raises(TypeError, match="CategoricalLatent"):
+        DiscreteVAE(GaussianLatent(4), ConvEncoder, ConvDecoder, torch.optim.Adam, (1, 28, 28))
+    with pytest.raises(ValueError, match="image_shape"):
+        make_discrete(shape=(28, 28))
+
+
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch():
+    torch.manual_seed(0)
+    model = make_discrete(c=16, l=4)
+    optimizer = model.configure_optimizers()
+    x = (torch.rand(16, 1, 28, 28) > 0.7).float()
+    losses = []
+    for _ in range(30):
+        loss = model.training_step({"x": x, "y": torch.zeros(16)}, 0)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert sum(losses[-5:]) < 0.8 * sum(losses[:5])
+
+
+def test_continuous_vae_stores_means():
+    model = ContinuousVAE(GaussianLatent(8), ConvEncoder, ConvDecoder, torch.optim.Adam, (1, 28, 28))
+    x = torch.rand(3, 1, 28, 28)
+    codes = model.encode(x)
+    assert codes.shape == (3, 8) and codes.dtype == torch.float32
+    assert model.storage_report()["bits_per_item"] == 256
+    assert model.decode(codes).shape == (3, 1, 28, 28)
