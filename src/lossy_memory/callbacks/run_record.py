@@ -20,13 +20,21 @@ class RunRecord(L.Callback):
         self.config, self.output_dir = config, Path(output_dir)
 
     @rank_zero_only
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Also here, not only at train start: a run resumed from a finished checkpoint never starts training.
+        self.write(trainer, pl_module)
+
+    @rank_zero_only
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Not on_fit_start: the train loader, and so the number of batches per rank, is set up in between.
+        # Again now that the train loader, and so the number of batches per rank, is set up.
+        self.write(trainer, pl_module, train_batches_per_rank=trainer.num_training_batches)
+
+    def write(self, trainer: L.Trainer, pl_module: L.LightningModule, **extra: Any) -> None:
         import yaml
 
         self.output_dir.mkdir(parents=True, exist_ok=True)
         (self.output_dir / "config.yaml").write_text(yaml.safe_dump(self.config, sort_keys=False))
-        record = {"git": git_state(), "world_size": trainer.world_size, "train_batches_per_rank": trainer.num_training_batches}
+        record = {"git": git_state(), "world_size": trainer.world_size, **extra}
         if hasattr(pl_module, "storage_report"):
             record["storage"] = pl_module.storage_report()
         (self.output_dir / "run.json").write_text(json.dumps(record, indent=2))

@@ -2,6 +2,7 @@
 
 from lossy_memory.memory.budget import BudgetProblem, Candidate, capacity_for_budget, generator_parameters, recollections_for_lossless
 from lossy_memory.memory.buffers import BufferSample, ExperienceBuffer, LosslessBuffer, MixedBuffer, RecollectionBuffer
+from lossy_memory.memory.replay import ReplayInterleaver
 from lossy_memory.memory.packing import bits_per_variable, bytes_per_item, pack_codes, unpack_codes
 from lossy_memory.memory.sampling import (
     ActiveDiverseSampling,
@@ -14,7 +15,7 @@ from lossy_memory.memory.sampling import (
 
 __all__ = [
     "ActiveDiverseSampling", "ActiveSampling", "BudgetProblem", "BufferSample", "Candidate", "CandidateScores",
-    "DiverseSampling", "ExperienceBuffer", "LosslessBuffer", "MixedBuffer", "RandomSampling", "RecollectionBuffer",
+    "DiverseSampling", "ExperienceBuffer", "LosslessBuffer", "MixedBuffer", "RandomSampling", "RecollectionBuffer", "ReplayInterleaver",
     "SamplingStrategy", "bits_per_variable", "bytes_per_item", "capacity_for_budget", "generator_parameters",
     "pack_codes", "recollections_for_lossless", "unpack_codes",
 ]

@@ -1,0 +1,146 @@
+"""Fills an experience buffer with the examples a run trains on: their codes (recollections), images, or both.
+
+``when="last_epoch"``: the examples of the final training epoch (one pass over the training set: the paper's
+Table 1 buffer). ``when="stream"``: every batch as it arrives (continual learning; the reservoir keeps a uniform
+sample of the stream). Each batch is encoded with ``pl_module.encode`` right after the model has trained on it,
+without gradients and in eval mode, together with its labels and task ids (task 0 when the batch has none).
+
+The buffer travels in every Lightning checkpoint (``state_dict``) and is restored bit for bit on resume: contents,
+stream position and both random generators. If a fit ends with the buffer still empty (it started from a
+finished checkpoint, so no epoch ran, or max_steps / early stopping ended it before its last epoch) the
+training loader is encoded once more with the final weights, so that a researcher resuming a finished run gets
+the buffer they asked for. Under DDP each rank fills its own buffer from its own shard; checkpoints hold
+every rank's buffer, and resuming needs the same number of processes.
+
+Logged at the end of each training epoch and of fit: ``buffer/bits_used`` (what the stored items really occupy:
+packed codes, labels and task ids) and ``buffer/items``, summed over ranks.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import torch
+import torch.distributed as dist
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+from lossy_memory.memory.replay import evaluating
+from lossy_memory.memory import ExperienceBuffer, LosslessBuffer, MixedBuffer
+
+WHEN = ("last_epoch", "stream")
+
+
+class RecollectionWriter(L.Callback):
+    """Writes the training examples of the last epoch, or of every batch, into ``buffer`` (see the module docstring)."""
+
+    def __init__(self, buffer: ExperienceBuffer, when: str = "last_epoch"):
+        if not isinstance(buffer, ExperienceBuffer):
+            raise ValueError(f"buffer must be an ExperienceBuffer (lossy_memory.memory), got {type(buffer).__name__}")
+        if when not in WHEN:
+            raise ValueError(f"when must be one of {WHEN}, got {when!r}")
+        self.buffer, self.when = buffer, when
+
+    # -- writing ------------------------------------------------------------------------------------
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage == "fit" and not isinstance(self.buffer, LosslessBuffer) and not callable(getattr(pl_module, "encode", None)):
+            raise ValueError(f"{type(self.buffer).__name__} stores codes, but {type(pl_module).__name__} has no encode(x) -> codes")
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Mapping[str, torch.Tensor],
+                           batch_idx: int) -> None:
+        if self.when == "stream" or is_last_epoch(trainer):
+            self.write(pl_module, batch)
+
+    def write(self, pl_module: L.LightningModule, batch: Mapping[str, torch.Tensor]) -> None:
+        """Offer one batch ``{"x": images in [0, 1], "y": labels[, "task": task ids]}`` to the buffer."""
+        x = batch["x"]
+        if isinstance(self.buffer, LosslessBuffer):
+            items: Any = x
+        else:
+            with evaluating(pl_module):
+                codes = pl_module.encode(x)
+            items = (x, codes) if isinstance(self.buffer, MixedBuffer) else codes
+        self.buffer.add(items, batch["y"], batch.get("task", 0))
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.log_usage(trainer)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if len(self.buffer) == 0:
+            self.fill_from_training_set(trainer, pl_module)
+            self.log_usage(trainer)
+
+    def fill_from_training_set(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Encode the training loader (as many batches as an epoch has) with the current weights, on the run's device.
+
+        Called at the end of fit, after Lightning has moved the module to the CPU; it is moved to the accelerator
+        for the pass and back afterwards.
+        """
+        loader = trainer.train_dataloader
+        batches = trainer.num_training_batches
+        if loader is None or batches == 0:
+            rank_zero_warn("RecollectionWriter: the buffer is empty and there is no training batch to fill it with")
+            return
+        rank_zero_info("RecollectionWriter: no training epoch filled the buffer (resumed from a finished run, or stopped "
+                       "before the last epoch); writing the training set's codes with the final weights")
+        device, was = trainer.strategy.root_device, pl_module.device
+        pl_module.to(device)
+        try:
+            for batch in itertools.islice(loader, None if math.isinf(batches) else int(batches)):
+                self.write(pl_module, trainer.strategy.batch_to_device(batch, device))
+        finally:
+            pl_module.to(was)
+
+    def log_usage(self, trainer: L.Trainer) -> None:
+        """Log the exact bits and items held, summed over ranks (integers, straight to the loggers)."""
+        usage = torch.tensor([self.buffer.bits_used(), len(self.buffer)], dtype=torch.int64, device=trainer.strategy.root_device)
+        bits, items = (int(v) for v in trainer.strategy.reduce(usage, reduce_op="sum"))
+        for logger in trainer.loggers:
+            logger.log_metrics({"buffer/bits_used": bits, "buffer/items": items}, step=trainer.global_step)
+            logger.save()
+
+    # -- checkpoints ----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Every rank's buffer state (gathered under DDP: each rank holds its own shard's reservoir)."""
+        state = self.buffer.state_dict()
+        world, _ = _world()
+        if world == 1:
+            return {"ranks": [state]}
+        states: list[Any] = [None] * world
+        dist.all_gather_object(states, state)
+        return {"ranks": states}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        states = state_dict.get("ranks") if isinstance(state_dict, dict) else None
+        if not isinstance(states, list) or not states:
+            raise ValueError("not a RecollectionWriter state (it needs 'ranks': one buffer state per process)")
+        world, rank = _world()
+        if len(states) != world:
+            raise ValueError(f"the checkpoint holds the buffers of {len(states)} processes but this run has {world}: "
+                             "resume with as many processes")
+        self.buffer.load_state_dict(states[rank])
+
+
+def is_last_epoch(trainer: L.Trainer) -> bool:
+    """Whether the running epoch is the final one max_epochs allows (never, when max_epochs is unlimited)."""
+    max_epochs = trainer.max_epochs
+    return max_epochs is not None and max_epochs >= 0 and trainer.current_epoch == max_epochs - 1
+
+
+def find_writer(trainer: L.Trainer) -> RecollectionWriter:
+    """The run's one RecollectionWriter: how other callbacks and models reach the buffer it fills."""
+    writers = [c for c in trainer.callbacks if isinstance(c, RecollectionWriter)]
+    if len(writers) != 1:
+        raise ValueError(f"expected exactly one RecollectionWriter among the trainer's callbacks (e.g. callbacks=recollection), "
+                         f"found {len(writers)}")
+    return writers[0]
+
+
+def _world() -> tuple[int, int]:
+    """(world size, rank) of the default process group, (1, 0) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
