@@ -13,6 +13,15 @@ from lossy_memory.data.batching import ImageTensorDataset, batch_loader
 from lossy_memory.data.errors import DatasetCorruptError, DatasetUnavailableError
 
 
+def _describe(error: BaseException) -> str:
+    """One line per exception in the chain: torchvision wraps the network error (the useful part) in a RuntimeError."""
+    lines = []
+    while error is not None and len(lines) < 4:
+        lines.append(" ".join(f"{type(error).__name__}: {error}".split()))
+        error = error.__cause__ or error.__context__
+    return " <- ".join(lines)
+
+
 class ImageDataModule(L.LightningDataModule):
     """Loads a train and a test split once into memory and serves batches of ``{"x", "y"}``.
 
@@ -80,7 +89,7 @@ class ImageDataModule(L.LightningDataModule):
             try:
                 self.download_files()
             except Exception as error:  # torchvision raises URLError, RuntimeError, OSError... depending on the mirror
-                reason = f"{type(error).__name__}: {error}".splitlines()[0]
+                reason = _describe(error)
             if self.files_present():
                 return
         raise DatasetUnavailableError(self.name, self.folder, self.layout, reason)

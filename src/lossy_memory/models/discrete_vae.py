@@ -12,12 +12,13 @@ class DiscreteVAE(LatentAutoencoder):
 
     ``encode(x)`` gives LongTensor [N, c] codes, c * ceil(log2 l) bits each. Filters per layer default to
     c*l/4 as in the paper's appendix. Code-usage perplexity is logged per split so collapse is visible.
+    The KL weight defaults to 0.01: at 1.0 the posterior collapses to the uniform prior on MNIST (README).
     """
 
-    def __init__(self, latent: CategoricalLatent, *args, **kwargs):
+    def __init__(self, latent: CategoricalLatent, *args, kl_weight: float = 0.01, **kwargs):
         if not isinstance(latent, CategoricalLatent):
             raise TypeError(f"DiscreteVAE needs a CategoricalLatent, got {type(latent).__name__}")
-        super().__init__(latent, *args, **kwargs)
+        super().__init__(latent, *args, kl_weight=kl_weight, **kwargs)
         self.code_usage = CodeUsagePerplexity(latent.c, latent.l)
 
     def default_hidden(self) -> int:
