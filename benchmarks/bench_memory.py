@@ -1,7 +1,9 @@
 """Recollection memory: code packing, reservoir insertion, decoding, and replay-selection costs.
 
-Per-core figures (packing, reservoir) run with torch.set_num_threads(1); decoding and selection use the
-default thread count. Times are the best of several repeats (least disturbed by other processes).
+Per-core figures (packing, reservoir, buffer sampling) run with torch.set_num_threads(1); decoding and selection
+use the default thread count. Times are the best of several repeats (least disturbed by other processes).
+Packing: ``pack_codes`` rows (one per item) and ``pack_stream`` (one bitstream, what RecollectionBuffer stores);
+c=38, l=2 is 38 bits per item, blocks of 4 items, so buffer writes and reads there go through whole blocks.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from lossy_memory.memory import (
     pack_codes,
     unpack_codes,
 )
+from lossy_memory.memory.packing import pack_stream, unpack_stream
 from lossy_memory.models import DiscreteVAE
 from lossy_memory.nets import CategoricalLatent, ConvDecoder, ConvEncoder
 
@@ -46,30 +49,41 @@ def best_time(fn: Callable[[], object], repeats: int = 5, min_seconds: float = 0
     return best
 
 
-def packing_rows(items: int, l: int, device: str = "cpu") -> list[tuple[str, float, str, str]]:
-    codes = torch.randint(l, (items, C), device=device)
-    packed = pack_codes(codes, l)
+def packing_rows(items: int, l: int, device: str = "cpu", c: int = C, stream: bool = False) -> list[tuple[str, float, str, str]]:
+    codes = torch.randint(l, (items, c), device=device)
+    pack, unpack = (pack_stream, lambda p: unpack_stream(p, items, c, l)) if stream else (pack_codes, lambda p: unpack_codes(p, c, l))
+    packed = pack(codes, l)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     rows = []
-    for name, fn in (("pack", lambda: pack_codes(codes, l)), ("unpack", lambda: unpack_codes(packed, C, l))):
+    for name, fn in (("pack", lambda: pack(codes, l)), ("unpack", lambda: unpack(packed))):
         rate = codes.numel() / best_time(lambda fn=fn: (fn(), sync()))
         ratio = f"{rate / PACK_TARGET:.2f}x target 1e8/s" if l == 2 else ""
-        rows.append((f"{name} l={l}, {items:,}x{C} ({device}, {'1 thread' if device == 'cpu' else 'GPU'})", rate, "variables/s", ratio))
+        what = f"{name}{'_stream' if stream else '_codes'} l={l}, {items:,}x{c}"
+        rows.append((f"{what} ({device}, {'1 thread' if device == 'cpu' else 'GPU'})", rate, "variables/s", ratio))
     return rows
 
 
-def reservoir_row(stream: int = 1_000_000, batch: int = 128, capacity: int = 100_000) -> tuple[str, float, str, str]:
-    pool = torch.randint(L, (8192, C), dtype=torch.uint8)
+def reservoir_row(c: int = C, stream: int = 1_000_000, batch: int = 128, capacity: int = 100_000) -> tuple[str, float, str, str]:
+    pool = torch.randint(L, (8192, c), dtype=torch.uint8)
     labels = torch.randint(10, (8192,))
     starts = [(i * batch) % (8192 - batch) for i in range(stream // batch)]
 
     def fill() -> None:
-        buffer = RecollectionBuffer(C, L, capacity=capacity)
+        buffer = RecollectionBuffer(c, L, capacity=capacity)
         for s in starts:
             buffer.add(pool[s : s + batch], labels[s : s + batch], 0)
 
     seconds = best_time(fill, repeats=2, min_seconds=0)
-    return (f"reservoir insert {stream:,} items, batches of {batch}, capacity {capacity:,} (1 thread)", stream / seconds, "items/s", "")
+    k = RecollectionBuffer(c, L, capacity=1).block_items
+    return (f"reservoir insert {stream:,} items of c={c} (k={k}), batches of {batch}, capacity {capacity:,} (1 thread)",
+            stream / seconds, "items/s", "")
+
+
+def sampling_row(c: int = C, n: int = 1024, capacity: int = 100_000) -> tuple[str, float, str, str]:
+    buffer = RecollectionBuffer(c, L, capacity=capacity)
+    buffer.add(torch.randint(L, (capacity, c), dtype=torch.uint8), torch.randint(10, (capacity,)), 0)
+    k = buffer.block_items
+    return (f"buffer sample {n:,} of {capacity:,} items of c={c} (k={k}) (1 thread)", n / best_time(lambda: buffer.sample(n)), "items/s", "")
 
 
 class Replay:
@@ -119,7 +133,10 @@ def main() -> None:
         for l in (2, 16, 256):
             rows += packing_rows(4096, l)
         rows += packing_rows(65536, 2)
-        rows.append(reservoir_row())
+        rows += packing_rows(65536, 2, c=38, stream=True)
+        rows += packing_rows(65536, 16, c=38, stream=True)
+        rows += [reservoir_row(C), reservoir_row(38)]
+        rows += [sampling_row(C), sampling_row(38)]
     finally:
         torch.set_num_threads(threads)
     if torch.cuda.is_available():

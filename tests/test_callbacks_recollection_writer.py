@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import functools
+import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,7 +18,7 @@ from lightning.pytorch.loggers import Logger
 from lossy_memory.callbacks import RecollectionWriter, find_writer
 from lossy_memory.callbacks.recollection_writer import is_last_epoch
 from lossy_memory.data.batching import ImageTensorDataset, batch_loader
-from lossy_memory.memory import LosslessBuffer, MixedBuffer, RecollectionBuffer, unpack_codes
+from lossy_memory.memory import LosslessBuffer, MixedBuffer, RecollectionBuffer
 from lossy_memory.models import DiscreteVAE
 from lossy_memory.nets import CategoricalLatent, ConvDecoder, ConvEncoder
 
@@ -114,7 +117,7 @@ def make_trainer(max_epochs: int, callbacks: list, **kwargs) -> L.Trainer:
 
 
 def stored_codes(buffer: RecollectionBuffer) -> torch.Tensor:
-    return unpack_codes(buffer.stored[0], buffer.c, buffer.l)
+    return buffer.stored_codes()
 
 
 def assert_same_state(a: dict, b: dict) -> None:
@@ -250,8 +253,82 @@ def test_bits_used_and_items_are_logged_exactly_each_epoch():
     writer, logger = RecollectionWriter(RecollectionBuffer(6, 2, capacity=50), when="stream"), RecordingLogger()
     make_trainer(2, [writer], logger=logger).fit(TinyCoder(), datamodule=TinyData())
     usage = [r for r in logger.records if "buffer/items" in r]
-    item_bits = 8 * 1 + 8 + 8  # 6 binary codes in one byte, a uint8 label, a uint8 task id
+    item_bits = 6 + 8 + 8  # 6 binary codes in 6 bits (the stream is not padded per item), a uint8 label, a uint8 task id
     assert usage == [{"buffer/bits_used": 40 * item_bits, "buffer/items": 40}, {"buffer/bits_used": 50 * item_bits, "buffer/items": 50}]
+    assert writer.buffer.stored[0].numel() == 50 * 6 // 8 + 1  # 300 bits of codes in 38 bytes
+
+
+# -- DDP: rank r's buffer runs on seed + r ----------------------------------------------------------------
+def rank_trainer(rank: int) -> SimpleNamespace:
+    return SimpleNamespace(global_rank=rank)
+
+
+def test_each_rank_gets_seed_plus_rank_so_identical_buffers_draw_independently():
+    """Every DDP process builds the same buffer (same config, same seed); setup reseeds rank r with seed + r."""
+    writers = [RecollectionWriter(RecollectionBuffer(6, 2, capacity=10, seed=5), when="stream") for _ in range(3)]
+    for rank, writer in enumerate(writers):
+        writer.setup(rank_trainer(rank), TinyCoder(), "fit")
+        fresh = RecollectionBuffer(6, 2, capacity=10, seed=5 + rank)
+        assert writer.buffer.seed == 5 + rank and writer.seed == 5
+        assert_same_state(writer.buffer.state_dict(), fresh.state_dict())  # both generators as if built with 5 + r
+    codes = torch.randint(2, (200, 6), generator=torch.Generator().manual_seed(0))
+    kept = []
+    for writer in writers:  # the very same stream on every rank, to compare their draws
+        writer.buffer.add(codes, torch.zeros(200, dtype=torch.long), 0)
+        kept.append(writer.buffer.state_dict()["insert_rng"])
+    assert not torch.equal(kept[0], kept[1]) and not torch.equal(kept[1], kept[2])
+    assert len({tuple(w.buffer.sample(50).slots.tolist()) for w in writers}) == 3
+
+
+def test_rank_zero_keeps_its_seed_and_a_later_setup_does_not_reseed():
+    buffer = RecollectionBuffer(6, 2, capacity=10, seed=5)
+    writer = RecollectionWriter(buffer, when="stream")
+    buffer.add(torch.randint(2, (30, 6)), torch.zeros(30, dtype=torch.long), 0)
+    buffer.sample(4)
+    state = buffer.state_dict()
+    writer.setup(rank_trainer(0), TinyCoder(), "fit")  # single process: nothing changes
+    assert_same_state(buffer.state_dict(), state)
+    other = RecollectionWriter(RecollectionBuffer(6, 2, capacity=10, seed=5))
+    other.setup(rank_trainer(1), TinyCoder(), "fit")
+    other.buffer.add(torch.randint(2, (30, 6)), torch.zeros(30, dtype=torch.long), 0)
+    state = other.buffer.state_dict()
+    other.setup(rank_trainer(1), TinyCoder(), "test")  # e.g. trainer.test after fit: the generators go on
+    assert_same_state(other.buffer.state_dict(), state)
+
+
+def test_mixed_and_lossless_buffers_are_reseeded_per_rank_too():
+    mixed = RecollectionWriter(MixedBuffer(6, 2, (1, 28, 28), budget_bits=10 * 8 * 800, lossy_fraction=0.5, seed=2))
+    mixed.setup(rank_trainer(3), TinyCoder(), "fit")
+    assert (mixed.buffer.seed, mixed.buffer.lossy.seed, mixed.buffer.lossless.seed) == (5, 15, 16)
+    lossless = RecollectionWriter(LosslessBuffer((1, 28, 28), capacity=4, seed=2))
+    lossless.setup(rank_trainer(1), TinyCoder(), "fit")
+    assert lossless.buffer.seed == 3
+
+
+def fit_two_ranks(out: str) -> None:
+    """Two gloo ranks (ddp_spawn) fill their buffers from a stream; run as a script of its own, in a child process.
+    Tensors go to the workers through files: passing descriptors fails in some sandboxes ("bad value(s) in fds_to_keep")."""
+    torch.multiprocessing.set_sharing_strategy("file_system")
+    writer = RecollectionWriter(RecollectionBuffer(6, 2, capacity=8, seed=5), when="stream")
+    checkpoints = ModelCheckpoint(dirpath=out, save_last=True)
+    trainer = make_trainer(1, [writer, checkpoints], enable_checkpointing=True, strategy="ddp_spawn", devices=2)
+    trainer.fit(TinyCoder(), datamodule=TinyData(n=64))
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_fill_their_buffers_with_seed_plus_rank(tmp_path):
+    script = tmp_path / "fit_two_ranks.py"  # a file, not -c: spawned workers re-import the main module from its path
+    script.write_text(f"import test_callbacks_recollection_writer as t\n\nif __name__ == '__main__':\n    t.fit_two_ranks({str(tmp_path)!r})\n")
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = torch.load(tmp_path / "last.ckpt", weights_only=True)["callbacks"]["RecollectionWriter"]["ranks"]
+    assert len(ranks) == 2
+    for rank, state in enumerate(ranks):
+        assert state["num_seen"] == 32  # its own half of the 64 examples
+        # nothing was sampled: the sampling generator still is the fresh one of seed 5 + rank (stream 2 * (5 + r) + 1)
+        assert torch.equal(state["sample_rng"], torch.Generator().manual_seed(2 * (5 + rank) + 1).get_state())
+    assert not torch.equal(ranks[0]["insert_rng"], ranks[1]["insert_rng"])
 
 
 # -- bad input ------------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""Reservoir buffers: algorithm R exactly (batched = one by one), uniformity, exact storage, state round trips,
-bad input leaving everything unchanged, per-rank (DDP) shards."""
+"""Reservoir buffers: algorithm R exactly (batched = one by one), uniformity, exact storage (one bitstream in blocks),
+state round trips, bad input leaving everything unchanged, per-rank (DDP) shards."""
 
 from __future__ import annotations
 
@@ -14,25 +14,31 @@ from scipy.stats import chi2
 from torch.utils.data import DistributedSampler
 
 from lossy_memory.memory import LosslessBuffer, MixedBuffer, RecollectionBuffer
-from lossy_memory.memory.budget import recollection_bits
-from lossy_memory.memory.packing import unpack_codes
+from lossy_memory.memory.budget import capacity_for_budget, occupied_bits, recollection_bits
+from lossy_memory.memory.packing import bits_per_variable, bytes_per_item, pack_codes, pack_stream
 
 C, L = 2, 65536  # two 16-bit variables: an item's code can spell its stream position
+# (c, l) whose codes spell ids below l**c, one per block size k = 8 / gcd(c * ceil(log2 l), 8):
+# 32 bits (k=1), 12 bits (k=2), 30 bits with l not a power of two (k=4), 39 bits (k=8), 15 bits with l=5 (k=8)
+ID_LAYOUTS = [(2, 65536), (1, 4096), (3, 1000), (3, 8192), (5, 5)]
 
 
-def id_codes(ids: torch.Tensor) -> torch.Tensor:
-    return torch.stack([ids % L, ids // L], dim=1)
+def id_codes(ids: torch.Tensor, c: int = C, l: int = L) -> torch.Tensor:
+    """Item ids as c base-l digits, least significant first."""
+    return torch.stack([ids // l**j % l for j in range(c)], dim=1)
+
+
+def ids_of(codes: torch.Tensor, l: int) -> torch.Tensor:
+    return sum(codes[:, j] * l**j for j in range(codes.shape[1]))
 
 
 def stored_ids(buffer: RecollectionBuffer) -> torch.Tensor:
-    rows, _, _ = buffer.stored
-    codes = unpack_codes(rows, C, L)
-    return codes[:, 0] + codes[:, 1] * L
+    return ids_of(buffer.stored_codes(), buffer.l)
 
 
 def offer(buffer: RecollectionBuffer, start: int, n: int) -> None:
     ids = torch.arange(start, start + n)
-    buffer.add(id_codes(ids), ids % buffer.num_classes, 0)
+    buffer.add(id_codes(ids, buffer.c, buffer.l), ids % buffer.num_classes, 0)
 
 
 def snapshot(buffer) -> dict:
@@ -64,9 +70,10 @@ def algorithm_r(capacity: int, n: int, seed: int) -> list[int]:
 
 
 # -- reservoir ---------------------------------------------------------------------------------------
-def test_first_capacity_items_are_kept_verbatim_in_order():
-    buffer = RecollectionBuffer(C, L, capacity=100)
-    offer(buffer, 0, 37)
+@pytest.mark.parametrize("c, l", ID_LAYOUTS)
+def test_first_capacity_items_are_kept_verbatim_in_order(c, l):
+    buffer = RecollectionBuffer(c, l, capacity=100)
+    offer(buffer, 0, 37)  # 37 is not a multiple of any block size: the next batch starts inside a block
     offer(buffer, 37, 63)
     assert len(buffer) == 100 and buffer.num_seen == 100
     assert stored_ids(buffer).tolist() == list(range(100))
@@ -74,25 +81,53 @@ def test_first_capacity_items_are_kept_verbatim_in_order():
     assert labels.dtype == torch.uint8 and labels.tolist() == [i % 10 for i in range(100)]
 
 
+@pytest.mark.parametrize("c, l", ID_LAYOUTS)
+def test_the_buffer_holds_exactly_the_stream_of_its_items(c, l):
+    """Slot i at bits [i*B, (i+1)*B) of one stream, zero bits after the last item, at every stage of filling."""
+    buffer = RecollectionBuffer(c, l, capacity=21, seed=1)
+    for start, size in [(0, 3), (3, 1), (4, 10), (14, 7), (21, 40), (61, 5)]:
+        offer(buffer, start, size)
+        ids = torch.tensor(algorithm_r(21, start + size, 1))
+        assert torch.equal(buffer.stored[0], pack_stream(id_codes(ids, c, l), l))
+        assert not buffer._payload[buffer.stored[0].numel() :].any()  # the empty slots' bytes
+
+
 @settings(max_examples=40, deadline=None)
-@given(capacity=st.integers(1, 30), batches=st.lists(st.integers(0, 60), min_size=1, max_size=8), seed=st.integers(0, 2**20))
-def test_batched_insertion_is_algorithm_r_item_by_item(capacity, batches, seed):
-    buffer = RecollectionBuffer(C, L, capacity=capacity, seed=seed)
+@given(layout=st.sampled_from(ID_LAYOUTS), capacity=st.integers(1, 30), batches=st.lists(st.integers(0, 60), min_size=1, max_size=8),
+       seed=st.integers(0, 2**20))
+def test_batched_insertion_is_algorithm_r_item_by_item(layout, capacity, batches, seed):
+    c, l = layout
+    buffer = RecollectionBuffer(c, l, capacity=capacity, seed=seed)
     start = 0
     for size in batches:
         offer(buffer, start, size)
         start += size
     assert stored_ids(buffer).tolist() == algorithm_r(capacity, start, seed)
-    one_by_one = RecollectionBuffer(C, L, capacity=capacity, seed=seed)
+    one_by_one = RecollectionBuffer(c, l, capacity=capacity, seed=seed)
     for i in range(start):
         offer(one_by_one, i, 1)
     assert_same(snapshot(buffer), snapshot(one_by_one))
 
 
-def test_duplicate_slots_within_a_batch_keep_the_last_writer():
-    buffer = RecollectionBuffer(C, L, capacity=1, seed=3)
+@pytest.mark.parametrize("c, l", ID_LAYOUTS)
+def test_duplicate_slots_within_a_batch_keep_the_last_writer(c, l):
+    buffer = RecollectionBuffer(c, l, capacity=1, seed=3)
     offer(buffer, 0, 500)  # hundreds of items draw slot 0 in this one batch
     assert stored_ids(buffer).tolist() == algorithm_r(1, 500, 3)
+
+
+@pytest.mark.parametrize("c, l", [(3, 8192), (5, 5)])
+def test_many_writes_into_one_block_in_one_batch_all_take_effect(c, l):
+    """k = 8 items per block and capacity 16 (two blocks, the second cut short for capacity 13): one batch of 200
+    replaces most slots of each block at once, several of them many times over; each keeps its last writer."""
+    for capacity in (16, 13):
+        buffer = RecollectionBuffer(c, l, capacity=capacity, seed=9)
+        assert buffer.block_items == 8
+        offer(buffer, 0, capacity)
+        offer(buffer, capacity, 200)
+        expected = algorithm_r(capacity, capacity + 200, 9)
+        assert stored_ids(buffer).tolist() == expected
+        assert sum(i >= capacity for i in expected[:8]) >= 2  # the first block got several new items in that one batch
 
 
 def test_every_item_is_kept_with_equal_probability():
@@ -118,14 +153,15 @@ def test_every_item_is_kept_with_equal_probability():
 
 
 # -- sampling and decoding ---------------------------------------------------------------------------
-def test_sample_draws_only_stored_items_with_their_labels():
-    buffer = RecollectionBuffer(C, L, capacity=50, num_classes=7, num_tasks=3)
-    ids = torch.arange(20)
-    buffer.add(id_codes(ids), ids % 7, ids % 3)
+@pytest.mark.parametrize("c, l", ID_LAYOUTS)
+def test_sample_draws_only_stored_items_with_their_labels(c, l):
+    buffer = RecollectionBuffer(c, l, capacity=50, num_classes=7, num_tasks=3)
+    ids = torch.arange(19)  # ends inside a block for every k > 1
+    buffer.add(id_codes(ids, c, l), ids % 7, ids % 3)
     drawn = buffer.sample(200)
-    assert drawn.data.dtype == torch.int64 and drawn.data.shape == (200, C)
-    item = drawn.data[:, 0] + drawn.data[:, 1] * L
-    assert torch.equal(item, drawn.slots) and set(item.tolist()) <= set(range(20))
+    assert drawn.data.dtype == torch.int64 and drawn.data.shape == (200, c)
+    item = ids_of(drawn.data, l)
+    assert torch.equal(item, drawn.slots) and set(item.tolist()) == set(range(19))
     assert torch.equal(drawn.labels, item % 7) and torch.equal(drawn.tasks, item % 3)
     assert drawn.labels.dtype == torch.int64
 
@@ -168,6 +204,10 @@ def test_decode_runs_the_decoder_in_batches_without_gradients():
 
 
 # -- exact storage -----------------------------------------------------------------------------------
+def tensor_bits(buffer: RecollectionBuffer) -> int:
+    return 8 * sum(t.numel() * t.element_size() for t in (buffer._payload, buffer._labels, buffer._tasks))
+
+
 def test_a_million_items_of_168_binary_variables_take_21_million_bytes_of_codes():
     buffer = RecollectionBuffer(168, 2, capacity=1_000_000, num_classes=10, num_tasks=1)
     codes, labels = torch.randint(2, (100_000, 168), dtype=torch.uint8), torch.zeros(100_000, dtype=torch.long)
@@ -175,9 +215,55 @@ def test_a_million_items_of_168_binary_variables_take_21_million_bytes_of_codes(
         buffer.add(codes, labels, 0)
     rows, labels, tasks = buffer.stored
     assert len(buffer) == 1_000_000
-    assert rows.numel() * rows.element_size() == 21_000_000
+    assert rows.numel() * rows.element_size() == 21_000_000 == buffer._payload.numel()
     assert labels.numel() * labels.element_size() == 1_000_000 and tasks.numel() * tasks.element_size() == 1_000_000
-    assert buffer.bits_used() == 8 * (21_000_000 + 2_000_000) == 1_000_000 * buffer.item_bits
+    assert buffer.bits_used() == 8 * (21_000_000 + 2_000_000) == 1_000_000 * buffer.item_bits == tensor_bits(buffer)
+
+
+def test_an_item_of_38_binary_variables_costs_38_bits():
+    buffer = RecollectionBuffer(38, 2, capacity=8, num_classes=10, num_tasks=1)
+    assert (buffer.code_bits, buffer.item_bits, buffer.block_items, buffer.block_bytes) == (38, 38 + 16, 4, 19)
+    assert buffer._payload.numel() == 38  # 8 items * 38 bits = 304 bits = 38 bytes, not 8 * 5 bytes
+    buffer.add(torch.randint(2, (5, 38)), torch.zeros(5, dtype=torch.long), 0)
+    assert buffer.stored[0].shape == (24,) and buffer.bits_used() == 5 * 54  # 190 bits of codes in 24 bytes
+    buffer.add(torch.randint(2, (3, 38)), torch.zeros(3, dtype=torch.long), 0)
+    assert buffer.stored[0].shape == (38,) and buffer.bits_used() == 8 * 54 == tensor_bits(buffer)
+
+
+@pytest.mark.parametrize("c, l", [(38, 2), (33, 32), (5, 1000), (1, 2), (7, 3), (3, 65536), (168, 2)])
+@pytest.mark.parametrize("capacity", [1, 2, 3, 5, 8, 13])
+def test_storage_is_the_codes_bits_rounded_up_once(c, l, capacity):
+    """capacity * c * ceil(log2 l) bits of codes in ceil(that / 8) bytes: at most 7 bits of slack in the whole buffer."""
+    buffer = RecollectionBuffer(c, l, capacity=capacity)
+    code_bits = capacity * c * bits_per_variable(l)
+    assert buffer._payload.dtype == torch.uint8 and buffer._payload.shape == (-(-code_bits // 8),)
+    assert 8 * buffer._payload.numel() - code_bits <= 7
+
+
+@settings(max_examples=60, deadline=None)
+@given(l=st.integers(2, 65536), c=st.integers(1, 60), capacity=st.integers(1, 20), more=st.integers(0, 40),
+       cut=st.integers(0, 20), seed=st.integers(0, 2**20))
+def test_codes_round_trip_through_the_buffer_for_any_c_and_l(l, c, capacity, more, cut, seed):
+    """Fill in two batches (the second starting inside a block), replace through the reservoir, then read every slot:
+    the unpacked stream, samples of every slot, and a state dict reloaded, all give back the items algorithm R keeps."""
+    gen = torch.Generator().manual_seed(seed)
+    items = torch.randint(l, (capacity + more, c), generator=gen)
+    items[0, 0], items[-1, -1] = l - 1, 0
+    buffer = RecollectionBuffer(c, l, capacity=capacity, seed=seed)
+    labels = torch.zeros(len(items), dtype=torch.long)
+    cut = min(cut, len(items))
+    buffer.add(items[:cut], labels[:cut], 0)
+    buffer.add(items[cut:], labels[cut:], 0)
+    expected = items[algorithm_r(capacity, len(items), seed)]
+    assert torch.equal(buffer.stored_codes(), expected)
+    assert torch.equal(buffer.stored[0], pack_stream(expected, l))
+    every = buffer._gather(torch.arange(capacity))  # the same path sample() takes, on every slot
+    assert torch.equal(every.data, expected)
+    drawn = buffer.sample(3 * capacity)
+    assert torch.equal(drawn.data, expected[drawn.slots])
+    restored = RecollectionBuffer(c, l, capacity=capacity)
+    restored.load_state_dict(buffer.state_dict())
+    assert torch.equal(restored._payload, buffer._payload) and torch.equal(restored.stored_codes(), expected)
 
 
 @pytest.mark.parametrize("classes, tasks, dtypes", [(10, 1, (torch.uint8, torch.uint8)), (256, 257, (torch.uint8, torch.int16)),
@@ -185,15 +271,38 @@ def test_a_million_items_of_168_binary_variables_take_21_million_bytes_of_codes(
 def test_labels_and_tasks_take_the_smallest_dtype_and_count_in_the_budget(classes, tasks, dtypes):
     buffer = RecollectionBuffer(10, 3, budget_bits=10_000, num_classes=classes, num_tasks=tasks)
     assert (buffer.stored[1].dtype, buffer.stored[2].dtype) == dtypes
-    bits = 8 * 3 + 8 * (dtypes[0].itemsize + dtypes[1].itemsize)  # 10 variables of 2 bits = 20 bits -> 3 bytes
+    bits = 20 + 8 * (dtypes[0].itemsize + dtypes[1].itemsize)  # 10 variables of 2 bits = 20 bits, no padding
     assert buffer.item_bits == bits == recollection_bits(10, 3, classes, tasks)
-    assert buffer.capacity == 10_000 // bits
+    assert buffer.capacity == capacity_for_budget(10_000, bits, packed_bits=20)
+    assert tensor_bits(buffer) == occupied_bits(buffer.capacity, bits, 20) <= 10_000 < occupied_bits(buffer.capacity + 1, bits, 20)
+
+
+@settings(max_examples=80, deadline=None)
+@given(l=st.integers(2, 65536), c=st.integers(1, 300), budget=st.integers(1, 20_000))
+def test_a_budgeted_buffer_fits_its_budget_last_byte_included(l, c, budget):
+    item = c * bits_per_variable(l) + 16
+    try:
+        buffer = RecollectionBuffer(c, l, budget_bits=budget)
+    except ValueError as error:
+        assert "too small for one item" in str(error)
+        assert occupied_bits(1, item, item - 16) > budget
+        return
+    assert buffer.item_bits == item
+    assert tensor_bits(buffer) == occupied_bits(buffer.capacity, item, item - 16) <= budget
+    assert occupied_bits(buffer.capacity + 1, item, item - 16) > budget  # and no more would
 
 
 def test_capacity_or_budget_exactly_one_and_big_enough():
     with pytest.raises(ValueError, match="too small for one item of 184 bits"):
         RecollectionBuffer(168, 2, budget_bits=183)
     assert RecollectionBuffer(168, 2, budget_bits=184).capacity == 1
+    # 38 code bits + 16 label/task bits = 54 bits, but one item's codes need 5 whole bytes: 56 bits
+    with pytest.raises(ValueError, match=r"too small for one item of 54 bits \(56 bits with its last byte filled\)"):
+        RecollectionBuffer(38, 2, budget_bits=55)
+    assert RecollectionBuffer(38, 2, budget_bits=56).capacity == 1
+    assert RecollectionBuffer(38, 2, budget_bits=111).capacity == 1  # 2 items: 108 bits + 4 to fill the 10th byte
+    assert RecollectionBuffer(38, 2, budget_bits=112).capacity == 2
+    assert RecollectionBuffer(38, 2, budget_bits=54 * 1000).capacity == 1000  # 38,000 code bits: whole bytes
     with pytest.raises(ValueError, match="exactly one of capacity and budget_bits"):
         RecollectionBuffer(168, 2, capacity=3, budget_bits=1e6)
     with pytest.raises(ValueError, match="exactly one of capacity and budget_bits"):
@@ -203,8 +312,8 @@ def test_capacity_or_budget_exactly_one_and_big_enough():
 
 
 # -- bad input leaves the buffer unchanged ----------------------------------------------------------
-def good_batch(n=8):
-    return torch.randint(2, (n, 168)), torch.randint(10, (n,)), torch.zeros(n, dtype=torch.long)
+def good_batch(n=8, c=168):
+    return torch.randint(2, (n, c)), torch.randint(10, (n,)), torch.zeros(n, dtype=torch.long)
 
 
 @pytest.mark.parametrize(
@@ -212,7 +321,7 @@ def good_batch(n=8):
     [
         (lambda b: (b[0] + 1, *b[1:]), r"codes must lie in \[0, 2\)"),
         (lambda b: (b[0] - 1, *b[1:]), r"codes must lie in \[0, 2\)"),
-        (lambda b: (b[0][:, :167], *b[1:]), r"shape \[N, 168\]"),
+        (lambda b: (b[0][:, :-1], *b[1:]), r"shape \[N, (168|38)\]"),
         (lambda b: (b[0].float(), *b[1:]), "integer tensor"),
         (lambda b: (b[0], b[1] + 10, b[2]), r"labels must lie in \[0, 10\)"),
         (lambda b: (b[0], b[1][:-1], b[2]), r"labels must have shape \[8\]"),
@@ -221,13 +330,16 @@ def good_batch(n=8):
         (lambda b: (b[0], b[1], 5), r"tasks must lie in \[0, 1\)"),
     ],
 )
-def test_bad_batches_raise_and_change_nothing(change, message):
-    buffer = RecollectionBuffer(168, 2, capacity=10, seed=5)
-    buffer.add(*good_batch(14))
+@pytest.mark.parametrize("c", [168, 38])  # one item per block; 4 items per block, the last block cut short
+def test_bad_batches_raise_and_change_nothing(change, message, c):
+    buffer = RecollectionBuffer(c, 2, capacity=10, seed=5)
+    buffer.add(*good_batch(14, c))
     before = snapshot(buffer)
+    payload = buffer._payload.clone()
     with pytest.raises(ValueError, match=message):
-        buffer.add(*change(good_batch()))
+        buffer.add(*change(good_batch(8, c)))
     assert_same(before, snapshot(buffer))
+    assert torch.equal(payload, buffer._payload)
 
 
 @pytest.mark.parametrize(
@@ -255,18 +367,20 @@ def test_mixed_buffer_changes_neither_part_when_one_part_rejects():
 
 
 # -- state dicts -------------------------------------------------------------------------------------
-def test_state_dict_round_trip_is_bit_for_bit_and_continues_identically():
-    original = RecollectionBuffer(168, 2, capacity=20, num_classes=10, num_tasks=2, seed=11)
-    for _ in range(5):
-        original.add(*good_batch(9))
+@pytest.mark.parametrize("c, capacity", [(168, 20), (38, 20), (38, 23)])
+@pytest.mark.parametrize("first", [3, 45])  # saved while filling (inside a block) or after replacing
+def test_state_dict_round_trip_is_bit_for_bit_and_continues_identically(c, capacity, first):
+    original = RecollectionBuffer(c, 2, capacity=capacity, num_classes=10, num_tasks=2, seed=11)
+    original.add(*good_batch(first, c))
     original.sample(3)
     saved = io.BytesIO()
     torch.save(original.state_dict(), saved)
-    restored = RecollectionBuffer(168, 2, capacity=20, num_classes=10, num_tasks=2, seed=999)
+    restored = RecollectionBuffer(c, 2, capacity=capacity, num_classes=10, num_tasks=2, seed=999)
     restored.load_state_dict(torch.load(io.BytesIO(saved.getvalue())))
     assert_same(snapshot(original), snapshot(restored))
-    assert torch.equal(original._rows, restored._rows)  # the unfilled tail too
-    batch = good_batch(30)
+    assert torch.equal(original._payload, restored._payload)  # the unfilled tail too
+    assert original.state_dict()["rows"].shape == (-(-min(first, capacity) * c // 8),)
+    batch = good_batch(30, c)
     original.add(*batch)
     restored.add(*batch)
     assert_same(snapshot(original), snapshot(restored))
@@ -306,12 +420,60 @@ def test_loading_a_corrupt_state_raises_and_changes_nothing():
     buffer.add(*good_batch(5))
     state = buffer.state_dict()
     before = snapshot(buffer)
-    for key, value, message in [("rows", state["rows"][:-1], "'rows' must be a torch.uint8 tensor of shape \\[5, 21\\]"),
+    for key, value, message in [("rows", state["rows"][:-1], r"'rows' must be a torch.uint8 tensor of shape \[105\] \(the codes of 5 items"),
                                 ("labels", state["labels"] + 20, "'labels' holds values outside"),
                                 ("insert_rng", torch.zeros(3, dtype=torch.uint8), "'insert_rng' is not a CPU generator state")]:
         with pytest.raises(ValueError, match=message):
             buffer.load_state_dict(state | {key: value})
     assert_same(before, snapshot(buffer))
+
+
+def test_loading_a_stream_with_bits_past_its_items_or_codes_out_of_range_raises():
+    buffer = RecollectionBuffer(3, 5, capacity=10)  # 9 bits per item; l=5 leaves codes 5..7 unused
+    buffer.add(torch.randint(5, (3, 3)), torch.zeros(3, dtype=torch.long), 0)  # 27 bits: 5 spare bits in byte 3
+    state = buffer.state_dict()
+    before = snapshot(buffer)
+    spare = state["rows"].clone()
+    spare[-1] |= 0b1000_0000
+    with pytest.raises(ValueError, match="bits set past its last item"):
+        buffer.load_state_dict(state | {"rows": spare})
+    seven = pack_stream(torch.tensor([[0, 1, 2], [3, 4, 0], [1, 1, 1]]), 8)  # a 7 where l=5 allows at most 4
+    seven[0] |= 0b111
+    with pytest.raises(ValueError, match=r"codes outside \[0, 5\)"):
+        buffer.load_state_dict(state | {"rows": seven})
+    assert_same(before, snapshot(buffer))
+
+
+@pytest.mark.parametrize("c, l", [(38, 2), (3, 5), (168, 2)])
+def test_states_saved_as_one_padded_row_per_item_still_load(c, l):
+    """Before the stream layout, "rows" held [n, bytes_per_item(c, l)]: such checkpoints load into the stream."""
+    buffer = RecollectionBuffer(c, l, capacity=12, seed=2)
+    offer_codes = torch.randint(l, (30, c), generator=torch.Generator().manual_seed(0))
+    buffer.add(offer_codes, torch.zeros(30, dtype=torch.long), 0)
+    state = buffer.state_dict()
+    legacy = state | {"rows": pack_codes(buffer.stored_codes(), l)}
+    assert legacy["rows"].shape == (12, bytes_per_item(c, l))
+    restored = RecollectionBuffer(c, l, capacity=12)
+    restored.load_state_dict(legacy)
+    assert_same(snapshot(buffer), snapshot(restored))
+
+
+def test_reseed_restarts_both_generators_and_keeps_the_contents():
+    buffer = RecollectionBuffer(C, L, capacity=5, seed=1)
+    offer(buffer, 0, 20)
+    kept = stored_ids(buffer)
+    buffer.reseed(8)
+    fresh = RecollectionBuffer(C, L, capacity=5, seed=8)
+    assert buffer.seed == 8 and torch.equal(stored_ids(buffer), kept)
+    assert torch.equal(buffer._insert_rng.get_state(), fresh._insert_rng.get_state())
+    assert torch.equal(buffer._sample_rng.get_state(), fresh._sample_rng.get_state())
+    mixed = MixedBuffer(168, 2, (1, 28, 28), budget_bits=200_000, lossy_fraction=0.25, seed=3)
+    mixed.reseed(4)
+    other = MixedBuffer(168, 2, (1, 28, 28), budget_bits=200_000, lossy_fraction=0.25, seed=4)
+    assert mixed.seed == 4 and (mixed.lossy.seed, mixed.lossless.seed) == (12, 13)
+    assert_same(snapshot(mixed), snapshot(other))
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        buffer.reseed(1.5)
 
 
 # -- lossless and mixed ------------------------------------------------------------------------------
@@ -392,10 +554,11 @@ def test_two_gloo_processes_hold_disjoint_shards(tmp_path):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_buffer_on_cuda_matches_cpu():
-    on_gpu, on_cpu = RecollectionBuffer(168, 2, capacity=50, device="cuda"), RecollectionBuffer(168, 2, capacity=50)
+@pytest.mark.parametrize("c, capacity", [(168, 50), (38, 50), (38, 49)])  # k=1; k=4 with whole blocks; last block cut
+def test_buffer_on_cuda_matches_cpu(c, capacity):
+    on_gpu, on_cpu = RecollectionBuffer(c, 2, capacity=capacity, device="cuda"), RecollectionBuffer(c, 2, capacity=capacity)
     for _ in range(4):
-        codes, labels, tasks = good_batch(40)
+        codes, labels, tasks = good_batch(37, c)
         on_gpu.add(codes.cuda(), labels.cuda(), tasks.cuda())
         on_cpu.add(codes, labels, tasks)
     assert on_gpu.stored[0].is_cuda

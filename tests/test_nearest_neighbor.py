@@ -134,7 +134,7 @@ def test_end_to_end_on_real_mnist(trained_run):
     assert saved["num_samples"] == 64 and saved["buffer_items"] == 300 and saved["reference_items"] == 60000
     assert 0 < saved["nn/buffer_sampling"] < 0.5 and 0 < saved["nn/code_sampling"] < 0.5
     buffer = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]["RecollectionWriter"]["ranks"][0]
-    assert buffer["num_seen"] == 300 and buffer["rows"].shape == (300, 5)  # 38 bits -> 5 bytes per item
+    assert buffer["num_seen"] == 300 and buffer["rows"].shape == (300 * 38 // 8,)  # 300 items x 38 bits, one bitstream
 
 
 def test_measuring_from_a_finished_checkpoint_reproduces_the_run(trained_run, real_data_dir, tmp_path):

@@ -12,6 +12,12 @@ training loader is encoded once more with the final weights, so that a researche
 the buffer they asked for. Under DDP each rank fills its own buffer from its own shard; checkpoints hold
 every rank's buffer, and resuming needs the same number of processes.
 
+Seeds under DDP: every process builds the same buffer from the same config, so with the same seed. At ``setup``
+the writer gives rank r's buffer the seed ``seed + r`` (``buffer.reseed``; ``seed`` is the buffer's seed when the
+writer was built), so that the ranks' reservoirs, and their replay and nearest-neighbour draws, are independent.
+Rank 0 keeps ``seed`` itself, so a single-process run is unchanged. A checkpoint restores each rank's own
+generators afterwards (Lightning restores callbacks after ``setup``).
+
 Logged at the end of each training epoch and of fit: ``buffer/bits_used`` (what the stored items really occupy:
 packed codes, labels and task ids) and ``buffer/items``, summed over ranks.
 """
@@ -43,11 +49,19 @@ class RecollectionWriter(L.Callback):
         if when not in WHEN:
             raise ValueError(f"when must be one of {WHEN}, got {when!r}")
         self.buffer, self.when = buffer, when
+        self.seed: int | None = getattr(buffer, "seed", None)  # rank r's buffer runs on seed + r
 
     # -- writing ------------------------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.seed_for_rank(trainer.global_rank)
         if stage == "fit" and not isinstance(self.buffer, LosslessBuffer) and not callable(getattr(pl_module, "encode", None)):
             raise ValueError(f"{type(self.buffer).__name__} stores codes, but {type(pl_module).__name__} has no encode(x) -> codes")
+
+    def seed_for_rank(self, rank: int) -> None:
+        """Reseed the buffer with ``seed + rank`` unless it already runs on that seed (so only once per process:
+        a later ``setup``, e.g. for testing after fitting, leaves its generators where they are)."""
+        if self.seed is not None and self.buffer.seed != self.seed + rank:
+            self.buffer.reseed(self.seed + rank)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Mapping[str, torch.Tensor],
                            batch_idx: int) -> None:

@@ -11,20 +11,35 @@ offered one by one would leave (same generator, same draws; tests check it bit f
 Distributed data parallel: nothing is communicated. Each rank owns its buffer and feeds it its own shard of
 the stream (what a DistributedSampler hands it), so each rank holds a uniform reservoir over its shard, the
 shards' reservoirs are disjoint, and together they hold world_size * capacity items, a sample stratified by
-rank. Give each rank its own seed (e.g. seed + rank) so that their draws are independent.
+rank. Give each rank its own seed so that their draws are independent: ``RecollectionWriter`` reseeds rank r's
+buffer with ``seed + r`` (``reseed``).
+
+Exact storage: a RecollectionBuffer keeps its codes as one bitstream (``packing.pack_stream``), item i at bits
+[i*B, (i+1)*B) with B = c * ceil(log2 l), so n items take ceil(n*B / 8) bytes, no padding per item. The stream
+is read and written in blocks of k = 8 / gcd(B, 8) items (a whole number of bytes, k <= 8): replacing slot j
+rewrites j's block (read, unpack, set the item, pack, write back), for all the slots of a batch at once.
 """
 
 from __future__ import annotations
 
-import math
+import operator
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import torch
 
-from lossy_memory.memory.budget import capacity_for_budget, label_task_bits, storage_dtype
-from lossy_memory.memory.packing import bytes_per_item, check_codes, pack_codes, unpack_codes
+from lossy_memory.memory.budget import capacity_for_budget, code_bits, label_task_bits, storage_dtype
+from lossy_memory.memory.packing import (
+    _block_items,
+    _pack,
+    _pack_stream,
+    _unpack,
+    _unpack_stream,
+    bits_per_variable,
+    bytes_per_item,
+    check_codes,
+)
 
 Decoder = Callable[[torch.Tensor], torch.Tensor]
 
@@ -44,8 +59,10 @@ class ExperienceBuffer(ABC):
     """What the training loop sees: add a batch, draw a batch, turn drawn data into images, count bits.
 
     See the module docstring for the reservoir and for DDP. Bad input raises ValueError and leaves the buffer
-    unchanged.
+    unchanged. ``seed`` (an int attribute) is what the buffer's random generators started from.
     """
+
+    seed: int
 
     @property
     @abstractmethod
@@ -80,6 +97,10 @@ class ExperienceBuffer(ABC):
     @abstractmethod
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
+    def reseed(self, seed: int) -> None:
+        """Restart the random generators from ``seed``, as if the buffer had been built with it (contents are kept)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot be reseeded")
+
     def replay(self, n: int, decoder_fn: Decoder | None = None, batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(images, labels, tasks) of n items drawn uniformly: what a rehearsal step trains on."""
         drawn = self.sample(n)
@@ -90,6 +111,15 @@ def _seeded(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def _check_seed(seed: int) -> int:
+    try:
+        if isinstance(seed, bool):
+            raise TypeError
+        return operator.index(seed)
+    except TypeError:
+        raise ValueError(f"seed must be an integer, got {seed!r}") from None
+
+
 def _check_count(n: int, what: str) -> int:
     if isinstance(n, bool) or int(n) != n or n < 0:
         raise ValueError(f"{what} must be an integer >= 0, got {n!r}")
@@ -97,44 +127,63 @@ def _check_count(n: int, what: str) -> int:
 
 
 class ReservoirBuffer(ExperienceBuffer):
-    """Reservoir of fixed-size uint8 rows plus a label and a task id per item; subclasses say what a row is.
+    """Reservoir of fixed-size items plus a label and a task id per item. This class runs the reservoir, labels,
+    task ids, sampling and state dicts; subclasses say how items are stored (the storage hooks below).
 
     Random draws come from two CPU generators, one for insertion and one for sampling, so how often a run
     samples never changes what it stores. Both travel in ``state_dict``.
+
+    ``payload_bits``: bits of an item's payload (counted in ``item_bits``); ``packed_bits``: the part of them packed
+    into one bitstream of whole bytes, whose last partial byte a budget must leave room for (0: whole bytes).
     """
 
-    def __init__(self, row_shape: Sequence[int], capacity: int | None, budget_bits: float | None,
+    def __init__(self, payload_bits: int, packed_bits: int, capacity: int | None, budget_bits: float | None,
                  num_classes: int, num_tasks: int, seed: int, device: str | torch.device):
         self.num_classes, self.num_tasks = int(num_classes), int(num_tasks)
         self.label_dtype, self.task_dtype = storage_dtype(num_classes), storage_dtype(num_tasks)
-        self.row_shape = tuple(int(s) for s in row_shape)
-        self.item_bits = 8 * math.prod(self.row_shape) + label_task_bits(num_classes, num_tasks)
+        self.item_bits = int(payload_bits) + label_task_bits(num_classes, num_tasks)
         if (capacity is None) == (budget_bits is None):
             raise ValueError(f"give exactly one of capacity and budget_bits, got capacity={capacity}, budget_bits={budget_bits}")
         if capacity is None:
-            capacity = capacity_for_budget(budget_bits, self.item_bits)
+            capacity = capacity_for_budget(budget_bits, self.item_bits, packed_bits)
         elif isinstance(capacity, bool) or int(capacity) != capacity or capacity < 1:
             raise ValueError(f"capacity must be an integer >= 1, got {capacity!r}")
         self._capacity = int(capacity)
         self.device = torch.device(device)
-        self._rows = torch.zeros(self._capacity, *self.row_shape, dtype=torch.uint8, device=self.device)
+        self.reseed(seed)
+        self._payload = self._empty_payload()
         self._labels = torch.zeros(self._capacity, dtype=self.label_dtype, device=self.device)
         self._tasks = torch.zeros(self._capacity, dtype=self.task_dtype, device=self.device)
         self._num_seen = 0
-        self._insert_rng, self._sample_rng = _seeded(2 * seed), _seeded(2 * seed + 1)
 
-    # -- what a row is (subclasses) -----------------------------------------------------------------
+    # -- how items are stored (subclasses) ------------------------------------------------------------
     @abstractmethod
     def _check_items(self, items: Any) -> int:
         """Validate incoming items (ValueError naming what is wrong); return how many there are."""
 
     @abstractmethod
-    def _to_rows(self, items: Any) -> torch.Tensor:
-        """Valid items -> uint8 rows [n, *row_shape] (on any device)."""
+    def _empty_payload(self) -> torch.Tensor:
+        """Zeroed storage for ``capacity`` items, on ``device``."""
 
     @abstractmethod
-    def _from_rows(self, rows: torch.Tensor) -> Any:
-        """Stored rows -> the data ``sample`` returns."""
+    def _payload_of(self, n: int) -> torch.Tensor:
+        """View of the storage that holds slots [0, n)."""
+
+    @abstractmethod
+    def _write_range(self, start: int, items: Any) -> None:
+        """Store valid items in slots start, start+1, ... (all of them, and every slot after them, still empty)."""
+
+    @abstractmethod
+    def _write_slots(self, slots: torch.Tensor, items: Any) -> None:
+        """Store valid item i in slot ``slots[i]``; ``slots``: distinct, ascending, CPU int64."""
+
+    @abstractmethod
+    def _read(self, slots: torch.Tensor) -> Any:
+        """The items in ``slots`` (CPU int64, repeats allowed): the data ``sample`` returns."""
+
+    @abstractmethod
+    def _load_payload(self, payload: Any, n: int) -> torch.Tensor:
+        """A state's stored payload of n items, checked (ValueError), as full storage on ``device``."""
 
     @abstractmethod
     def _config(self) -> dict[str, Any]:
@@ -155,11 +204,15 @@ class ReservoirBuffer(ExperienceBuffer):
     def bits_used(self) -> int:
         return len(self) * self.item_bits
 
+    def reseed(self, seed: int) -> None:
+        seed = _check_seed(seed)
+        self.seed, self._insert_rng, self._sample_rng = seed, _seeded(2 * seed), _seeded(2 * seed + 1)
+
     @property
     def stored(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Views of the filled part of the storage tensors: (rows, labels, tasks), in slot order."""
+        """Views of the filled part of the storage tensors: (payload, labels, tasks), in slot order."""
         n = len(self)
-        return self._rows[:n], self._labels[:n], self._tasks[:n]
+        return self._payload_of(n), self._labels[:n], self._tasks[:n]
 
     def add(self, items: Any, labels: torch.Tensor, tasks: torch.Tensor | int) -> None:
         """Offer a batch to the reservoir; all of it is validated before anything changes."""
@@ -173,8 +226,8 @@ class ReservoirBuffer(ExperienceBuffer):
         return self._gather(torch.randint(len(self), (n,), generator=self._sample_rng))
 
     def state_dict(self) -> dict[str, Any]:
-        rows, labels, tasks = self.stored
-        return {"config": self._config(), "num_seen": self._num_seen, "rows": rows.cpu().clone(),
+        payload, labels, tasks = self.stored
+        return {"config": self._config(), "num_seen": self._num_seen, "rows": payload.cpu().clone(),
                 "labels": labels.cpu().clone(), "tasks": tasks.cpu().clone(),
                 "insert_rng": self._insert_rng.get_state(), "sample_rng": self._sample_rng.get_state()}
 
@@ -202,19 +255,24 @@ class ReservoirBuffer(ExperienceBuffer):
 
     def _insert(self, items: Any, labels: torch.Tensor, tasks: torch.Tensor) -> None:
         n = labels.shape[0]
+        if n == 0:
+            return
         if self._num_seen + n <= self._capacity:  # still filling: the batch lands, in order, on the next n slots
             at = slice(self._num_seen, self._num_seen + n)
-            self._rows[at], self._labels[at], self._tasks[at] = self._to_rows(items).to(self.device), labels, tasks
+            self._write_range(self._num_seen, items)
+            self._labels[at], self._tasks[at] = labels, tasks
         else:
             sources, slots = self._reservoir_writes(n)
             at = slots.to(self.device)
-            self._rows[at] = self._to_rows(items[sources.to(items.device)]).to(self.device)
+            self._write_slots(slots, items[sources.to(items.device)])
             self._labels[at] = labels[sources.to(labels.device)].to(self.device, self.label_dtype)
             self._tasks[at] = tasks[sources.to(tasks.device)].to(self.device, self.task_dtype)
         self._num_seen += n
 
     def _reservoir_writes(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(batch positions, slots) that algorithm R writes for the next n items, one write per slot (the last)."""
+        """(batch positions, slots) that algorithm R writes for the next n items, one write per slot (the last).
+
+        Slots come out distinct and ascending, so writes that share a storage block can be applied together."""
         position = torch.arange(self._num_seen, self._num_seen + n, dtype=torch.int64)
         late = position >= self._capacity
         slots = position.clone()
@@ -230,7 +288,7 @@ class ReservoirBuffer(ExperienceBuffer):
 
     def _gather(self, slots: torch.Tensor) -> BufferSample:
         at = slots.to(self.device)
-        return BufferSample(self._from_rows(self._rows[at]), self._labels[at].long(), self._tasks[at].long(), at)
+        return BufferSample(self._read(slots), self._labels[at].long(), self._tasks[at].long(), at)
 
     def _checked_state(self, state: dict[str, Any]) -> dict[str, Any]:
         """Validate a state dict against this buffer; return what ``_restore`` installs (nothing changes here)."""
@@ -243,16 +301,15 @@ class ReservoirBuffer(ExperienceBuffer):
             raise ValueError(f"cannot load a buffer state of another shape ({detail})")
         num_seen = _check_count(state["num_seen"], "num_seen")
         n = min(num_seen, self._capacity)
-        expected = {"rows": ((n, *self.row_shape), torch.uint8), "labels": ((n,), self.label_dtype), "tasks": ((n,), self.task_dtype)}
-        for key, (shape, dtype) in expected.items():
+        for key, dtype in (("labels", self.label_dtype), ("tasks", self.task_dtype)):
             t = state[key]
-            if not isinstance(t, torch.Tensor) or tuple(t.shape) != shape or t.dtype != dtype:
-                raise ValueError(f"state {key!r} must be a {dtype} tensor of shape {list(shape)}, got {getattr(t, 'dtype', type(t).__name__)} "
-                                 f"{list(getattr(t, 'shape', []))}")
+            if not isinstance(t, torch.Tensor) or tuple(t.shape) != (n,) or t.dtype != dtype:
+                raise ValueError(f"state {key!r} must be a {dtype} tensor of shape [{n}], got {_describe(t)}")
         for key in ("labels", "tasks"):
             limit = self.num_classes if key == "labels" else self.num_tasks
             if n and (state[key].min() < 0 or state[key].max() >= limit):
                 raise ValueError(f"state {key!r} holds values outside [0, {limit})")
+        payload = self._load_payload(state["rows"], n)
         generators = []
         for key in ("insert_rng", "sample_rng"):
             generator = torch.Generator()
@@ -261,44 +318,163 @@ class ReservoirBuffer(ExperienceBuffer):
             except (RuntimeError, TypeError) as error:
                 raise ValueError(f"state {key!r} is not a CPU generator state: {error}") from error
             generators.append(generator)
-        rows = torch.zeros_like(self._rows)
         labels, tasks = torch.zeros_like(self._labels), torch.zeros_like(self._tasks)
-        rows[:n], labels[:n], tasks[:n] = state["rows"].to(self.device), state["labels"].to(self.device), state["tasks"].to(self.device)
-        return {"rows": rows, "labels": labels, "tasks": tasks, "num_seen": num_seen, "rngs": generators}
+        labels[:n], tasks[:n] = state["labels"].to(self.device), state["tasks"].to(self.device)
+        return {"payload": payload, "labels": labels, "tasks": tasks, "num_seen": num_seen, "rngs": generators}
 
     def _restore(self, checked: dict[str, Any]) -> None:
-        self._rows, self._labels, self._tasks = checked["rows"], checked["labels"], checked["tasks"]
+        self._payload, self._labels, self._tasks = checked["payload"], checked["labels"], checked["tasks"]
         self._num_seen = checked["num_seen"]
         self._insert_rng, self._sample_rng = checked["rngs"]
 
 
-class RecollectionBuffer(ReservoirBuffer):
-    """Recollections: c categorical codes of l values per item, packed at c * ceil(log2 l) bits (byte-padded per
-    item), plus label and task id in the smallest integer dtypes that fit.
+def _describe(t: Any) -> str:
+    return f"{t.dtype} {list(t.shape)}" if isinstance(t, torch.Tensor) else type(t).__name__
 
-    Give ``capacity`` (items) or ``budget_bits`` (total bits, codes + labels + task ids). ``sample`` returns
-    codes; ``decode`` turns them into images through the generator's decoder.
+
+class RecollectionBuffer(ReservoirBuffer):
+    """Recollections: c categorical codes of l values per item at exactly c * ceil(log2 l) bits, plus label and task
+    id in the smallest integer dtypes that fit.
+
+    The codes of all slots form one bitstream (slot i at bits [i*B, (i+1)*B), B = c * ceil(log2 l); see
+    ``packing``): ``capacity`` items take ceil(capacity * B / 8) bytes, at most 7 bits of slack in all.
+    ``stored[0]`` is the stream of the filled slots (``stored_codes()`` unpacks it) and ``state_dict()["rows"]``
+    a copy of it. The stream is accessed in blocks of ``block_items`` = 8 / gcd(B, 8) items (``block_bytes``
+    bytes each; the last block may be cut short where the stream ends).
+
+    Give ``capacity`` (items) or ``budget_bits`` (total bits, codes + labels + task ids; the capacity is the most
+    items whose codes, last partial byte included, and labels and task ids fit). ``sample`` returns codes;
+    ``decode`` turns them into images through the generator's decoder.
     """
 
     def __init__(self, c: int, l: int, capacity: int | None = None, budget_bits: float | None = None,
                  num_classes: int = 10, num_tasks: int = 1, seed: int = 0, device: str | torch.device = "cpu"):
-        self.c, self.l = int(c), int(l)
-        super().__init__((bytes_per_item(c, l),), capacity, budget_bits, num_classes, num_tasks, seed, device)
+        self.code_bits = code_bits(c, l)  # validates c and l
+        self.c, self.l, self.bits_per_variable = int(c), int(l), bits_per_variable(l)
+        self.block_items = _block_items(self.code_bits)
+        self.block_bytes = self.block_items * self.code_bits // 8
+        super().__init__(self.code_bits, self.code_bits, capacity, budget_bits, num_classes, num_tasks, seed, device)
+
+    def stored_codes(self) -> torch.Tensor:
+        """Codes of the filled slots, LongTensor [len, c] in slot order."""
+        n = len(self)
+        return _unpack_stream(self._payload_of(n), n, self.c, self.bits_per_variable)
+
+    # -- storage: one bitstream, read and written in blocks -------------------------------------------
+    def _stream_bytes(self, n: int) -> int:
+        return -(-n * self.code_bits // 8)
 
     def _check_items(self, codes: torch.Tensor) -> int:
         check_codes(codes, self.c, self.l)
         return codes.shape[0]
 
-    def _to_rows(self, codes: torch.Tensor) -> torch.Tensor:
-        return pack_codes(codes, self.l)
+    def _empty_payload(self) -> torch.Tensor:
+        return torch.zeros(self._stream_bytes(self._capacity), dtype=torch.uint8, device=self.device)
 
-    def _from_rows(self, rows: torch.Tensor) -> torch.Tensor:
-        return unpack_codes(rows, self.c, self.l)
+    def _payload_of(self, n: int) -> torch.Tensor:
+        return self._payload[: self._stream_bytes(n)]
+
+    def _write_range(self, start: int, codes: torch.Tensor) -> None:
+        """Pack the items from the start of ``start``'s block on (earlier items of that block unpacked and kept) and
+        write them as one byte range; the bits after the last item belong to empty slots and stay zero."""
+        k = self.block_items
+        first = start - start % k
+        codes = codes.to(self.device)
+        if first < start:
+            kept = self._unpack_blocks(self._read_blocks(torch.tensor([first // k])))[: start - first]
+            codes = torch.cat([kept, codes.to(kept.dtype)])
+        stream = _pack_stream(codes, self.bits_per_variable)
+        begin = first // k * self.block_bytes
+        self._payload[begin : begin + stream.shape[0]] = stream
+
+    def _write_slots(self, slots: torch.Tensor, codes: torch.Tensor) -> None:
+        """Read-modify-write of the blocks holding ``slots``: each touched block is read and unpacked once, every
+        write landing in it is set (slots are distinct, so no two writes share a position), and it is packed and
+        written back once. Distinct slots come from the reservoir keeping only the last writer of each slot."""
+        k, b = self.block_items, self.bits_per_variable
+        codes = codes.to(self.device)
+        if k == 1:  # a block is one item: nothing else in it to keep
+            self._write_blocks(slots, _pack(codes, b))
+            return
+        blocks, block_of = torch.unique_consecutive(slots // k, return_inverse=True)  # slots ascending: blocks too
+        held = self._unpack_blocks(self._read_blocks(blocks)).view(len(blocks), k, self.c)
+        held[block_of.to(self.device), (slots % k).to(self.device)] = codes.to(held.dtype)
+        self._write_blocks(blocks, _pack(held.view(len(blocks), k * self.c), b))
+
+    def _read(self, slots: torch.Tensor) -> torch.Tensor:
+        """Gather the blocks of the drawn slots, unpack them, pick each slot's item out of its block."""
+        k = self.block_items
+        if k == 1:
+            return _unpack(self._read_blocks(slots), self.c, self.bits_per_variable)
+        held = self._unpack_blocks(self._read_blocks(slots // k)).view(len(slots), k, self.c)
+        return held[torch.arange(len(slots), device=self.device), (slots % k).to(self.device)]
+
+    def _unpack_blocks(self, blocks: torch.Tensor) -> torch.Tensor:
+        """uint8 [m, block_bytes] -> codes [m * block_items, c] (a fresh tensor)."""
+        return _unpack(blocks, self.block_items * self.c, self.bits_per_variable).reshape(-1, self.c)
+
+    def _read_blocks(self, blocks: torch.Tensor) -> torch.Tensor:
+        """Blocks (CPU int64, any order, repeats allowed) -> uint8 [len(blocks), block_bytes]; a block the stream
+        ends inside reads as zeros past the end (its missing items are empty slots)."""
+        table, whole = self._block_table()
+        if len(blocks) == 0 or int(blocks.max()) < whole:
+            return table[blocks.to(self.device)]
+        out = torch.zeros(len(blocks), self.block_bytes, dtype=torch.uint8, device=self.device)
+        cut = blocks == whole
+        inside = torch.nonzero(~cut).squeeze(1)
+        out[inside.to(self.device)] = table[blocks[inside].to(self.device)]
+        tail = self._payload[whole * self.block_bytes :]
+        out[torch.nonzero(cut).squeeze(1).to(self.device), : tail.shape[0]] = tail
+        return out
+
+    def _write_blocks(self, blocks: torch.Tensor, data: torch.Tensor) -> None:
+        """Write uint8 [len(blocks), block_bytes] to distinct blocks (CPU int64); a block the stream ends inside gets
+        only its bytes up to the end of the stream."""
+        table, whole = self._block_table()
+        if len(blocks) == 0 or int(blocks.max()) < whole:
+            table[blocks.to(self.device)] = data
+            return
+        cut = blocks == whole
+        inside = torch.nonzero(~cut).squeeze(1)
+        table[blocks[inside].to(self.device)] = data[inside.to(self.device)]
+        tail = self._payload[whole * self.block_bytes :]
+        tail.copy_(data[int(torch.nonzero(cut)[0, 0]), : tail.shape[0]])
+
+    def _block_table(self) -> tuple[torch.Tensor, int]:
+        """(view of the storage's whole blocks as rows [whole, block_bytes], whole)."""
+        whole = self._payload.shape[0] // self.block_bytes
+        return self._payload[: whole * self.block_bytes].view(whole, self.block_bytes), whole
+
+    def _load_payload(self, payload: Any, n: int) -> torch.Tensor:
+        """The stream of n items, checked: past the last item every bit is zero, and every code lies in [0, l).
+        States saved before the stream layout (one byte-padded row per item, [n, bytes_per_item(c, l)]) load too."""
+        nbytes = self._stream_bytes(n)
+        b = self.bits_per_variable
+        rows = (n, bytes_per_item(self.c, self.l))
+        if isinstance(payload, torch.Tensor) and payload.dtype == torch.uint8 and tuple(payload.shape) == rows and payload.dim() == 2:
+            codes = _unpack(payload.to(self.device), self.c, b)
+            stream = _pack_stream(codes, b)
+        elif isinstance(payload, torch.Tensor) and payload.dtype == torch.uint8 and tuple(payload.shape) == (nbytes,):
+            stream, codes = payload.to(self.device), None
+            spare = n * self.code_bits % 8
+            if spare and int(stream[-1]) >> spare:
+                raise ValueError(f"state 'rows' has bits set past its last item (the last {8 - spare} bits of byte {nbytes - 1})")
+        else:
+            raise ValueError(f"state 'rows' must be a torch.uint8 tensor of shape [{nbytes}] (the codes of {n} items of "
+                             f"{self.code_bits} bits as one stream), got {_describe(payload)}")
+        if n and self.l != 1 << b:  # b-bit fields can hold values >= l
+            codes = _unpack_stream(stream, n, self.c, b) if codes is None else codes
+            if int(codes.max()) >= self.l:
+                raise ValueError(f"state 'rows' holds codes outside [0, {self.l})")
+        out = self._empty_payload()
+        out[:nbytes] = stream
+        return out
 
     def _config(self) -> dict[str, Any]:
         return {"kind": "recollection", "c": self.c, "l": self.l, "capacity": self.capacity,
                 "num_classes": self.num_classes, "num_tasks": self.num_tasks}
 
+    # -- drawing and decoding ---------------------------------------------------------------------------
     def sample_codes(self, n: int) -> torch.Tensor:
         """n codes drawn uniformly from all l^c ("code sampling": the generator's prior, nothing stored)."""
         n = _check_count(n, "number of codes to sample")
@@ -332,15 +508,16 @@ class LosslessBuffer(ReservoirBuffer):
     """The equal-bits baseline: images stored as uint8 (8 bits per pixel and channel), plus label and task id.
 
     ``add`` takes uint8 images or floats in [0, 1] (rounded to the nearest of 256 levels); ``decode`` ignores
-    the decoder and returns floats in [0, 1].
+    the decoder and returns floats in [0, 1]. ``stored[0]`` is the uint8 images [len, C, H, W].
     """
 
     def __init__(self, image_shape: Sequence[int], capacity: int | None = None, budget_bits: float | None = None,
                  num_classes: int = 10, num_tasks: int = 1, seed: int = 0, device: str | torch.device = "cpu"):
         if len(image_shape) != 3 or any(int(s) != s or s < 1 for s in image_shape):
             raise ValueError(f"image_shape must be [channels, height, width] of positive integers, got {list(image_shape)}")
-        self.image_shape = tuple(int(s) for s in image_shape)
-        super().__init__(self.image_shape, capacity, budget_bits, num_classes, num_tasks, seed, device)
+        self.image_shape = self.row_shape = tuple(int(s) for s in image_shape)
+        pixels = self.image_shape[0] * self.image_shape[1] * self.image_shape[2]
+        super().__init__(8 * pixels, 0, capacity, budget_bits, num_classes, num_tasks, seed, device)
 
     def _check_items(self, images: torch.Tensor) -> int:
         self._check_images(images, allow_float=True)
@@ -360,11 +537,32 @@ class LosslessBuffer(ReservoirBuffer):
             if not (low >= 0 and high <= 1):  # NaN fails too
                 raise ValueError(f"floating-point images must lie in [0, 1], got values in [{float(low)}, {float(high)}]")
 
-    def _to_rows(self, images: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _to_rows(images: torch.Tensor) -> torch.Tensor:
         return images if images.dtype == torch.uint8 else (images * 255).round().to(torch.uint8)
 
-    def _from_rows(self, rows: torch.Tensor) -> torch.Tensor:
-        return rows
+    def _empty_payload(self) -> torch.Tensor:
+        return torch.zeros(self._capacity, *self.image_shape, dtype=torch.uint8, device=self.device)
+
+    def _payload_of(self, n: int) -> torch.Tensor:
+        return self._payload[:n]
+
+    def _write_range(self, start: int, images: torch.Tensor) -> None:
+        self._payload[start : start + images.shape[0]] = self._to_rows(images).to(self.device)
+
+    def _write_slots(self, slots: torch.Tensor, images: torch.Tensor) -> None:
+        self._payload[slots.to(self.device)] = self._to_rows(images).to(self.device)
+
+    def _read(self, slots: torch.Tensor) -> torch.Tensor:
+        return self._payload[slots.to(self.device)]
+
+    def _load_payload(self, payload: Any, n: int) -> torch.Tensor:
+        shape = (n, *self.image_shape)
+        if not isinstance(payload, torch.Tensor) or tuple(payload.shape) != shape or payload.dtype != torch.uint8:
+            raise ValueError(f"state 'rows' must be a torch.uint8 tensor of shape {list(shape)}, got {_describe(payload)}")
+        out = self._empty_payload()
+        out[:n] = payload.to(self.device)
+        return out
 
     def _config(self) -> dict[str, Any]:
         return {"kind": "lossless", "image_shape": list(self.image_shape), "capacity": self.capacity,
@@ -388,6 +586,7 @@ class MixedBuffer(ExperienceBuffer):
         if not 0 < lossy_fraction < 1:
             raise ValueError(f"lossy_fraction must be in (0, 1) (use RecollectionBuffer or LosslessBuffer for 1 or 0), got {lossy_fraction}")
         lossy_bits = budget_bits * lossy_fraction
+        seed = _check_seed(seed)
         # Seeds 3s, 3s+1 for the parts (generator streams 6s..6s+3) and stream 6s+4 here: no two streams coincide.
         try:
             self.lossy = RecollectionBuffer(c, l, budget_bits=lossy_bits, num_classes=num_classes, num_tasks=num_tasks,
@@ -396,7 +595,13 @@ class MixedBuffer(ExperienceBuffer):
                                            num_tasks=num_tasks, seed=3 * seed + 1, device=device)
         except ValueError as error:
             raise ValueError(f"budget of {budget_bits} bits split {lossy_fraction}:{1 - lossy_fraction} (lossy:lossless): {error}") from error
-        self._sample_rng = _seeded(6 * seed + 4)
+        self.seed, self._sample_rng = seed, _seeded(6 * seed + 4)
+
+    def reseed(self, seed: int) -> None:
+        seed = _check_seed(seed)
+        self.lossy.reseed(3 * seed)
+        self.lossless.reseed(3 * seed + 1)
+        self.seed, self._sample_rng = seed, _seeded(6 * seed + 4)
 
     @property
     def capacity(self) -> int:

@@ -1,12 +1,21 @@
 """Bit-exact storage of categorical codes: c variables of l values cost c * ceil(log2 l) bits per item.
 
-Layout (one row of ``bytes_per_item(c, l)`` bytes per item, items independent and addressable):
-the item's variables form one little-endian bitstream, variable j occupying bits
-[j*b, (j+1)*b) with its least significant bit first (b = ceil(log2 l)); bit p of the stream is bit
-p % 8 of byte p // 8. Variables therefore straddle byte boundaries freely, and only the end of each item
-is padded with zero bits up to a whole byte (at most 7 bits per item; none when c*b is a multiple of 8,
-e.g. 168 binary variables = 21 bytes). Padding per item rather than one contiguous bitstream keeps every
-item a fixed-size row, so a reservoir overwrites slot i by assigning row i, and sampling gathers rows.
+The bitstream: an item's variables form one little-endian bitstream, variable j occupying bits
+[j*b, (j+1)*b) with its least significant bit first (b = ceil(log2 l)); bit p of a stream is bit p % 8 of
+byte p // 8. Variables straddle byte boundaries freely.
+
+Two ways of laying items out:
+
+- ``pack_codes`` / ``unpack_codes``: one row of ``bytes_per_item(c, l)`` bytes per item, each item's stream
+  padded with zero bits up to a whole byte (none when c*b is a multiple of 8, e.g. 168 binary variables =
+  21 bytes). Handy for handing items around one by one.
+- ``pack_stream`` / ``unpack_stream`` (what ``RecollectionBuffer`` stores): the items' streams concatenated
+  into one, item i at bits [i*B, (i+1)*B) with B = c*b, so n items take exactly ``stream_bytes(n, c, l)`` =
+  ceil(n*B / 8) bytes: at most 7 bits of slack for the whole stream, none per item. The stream is a sequence
+  of *blocks* of k = ``items_per_block(c, l)`` = 8 / gcd(B, 8) items (k <= 8): k*B bits, the fewest items
+  that end exactly on a byte boundary. Block j is bytes [j*K, (j+1)*K) with K = k*B/8 (only the last block of
+  a stream may be cut short), and packing a block is packing one "item" of k*c variables, so blocks are
+  addressable rows of K bytes: a buffer rewrites an item by rewriting its block, and reads one by reading its.
 
 Everything is torch, device-agnostic, and vectorised over items and variables: the only Python loops run
 over the <= 8 variables of a byte-aligned group (see ``_group_layout``).
@@ -39,9 +48,23 @@ def bits_per_variable(l: int) -> int:
 
 
 def bytes_per_item(c: int, l: int) -> int:
-    """Bytes of one packed item: c * ceil(log2 l) bits rounded up to a whole byte."""
+    """Bytes of one item packed on its own (a row of ``pack_codes``): c * ceil(log2 l) bits rounded up to a byte."""
     _check_c(c)
     return -(-c * bits_per_variable(l) // 8)
+
+
+def items_per_block(c: int, l: int) -> int:
+    """k = 8 / gcd(c * ceil(log2 l), 8): the fewest items whose bits fill whole bytes (1, 2, 4 or 8)."""
+    _check_c(c)
+    return _block_items(c * bits_per_variable(l))
+
+
+def stream_bytes(n: int, c: int, l: int) -> int:
+    """Bytes of n items packed as one stream: ceil(n * c * ceil(log2 l) / 8)."""
+    _check_c(c)
+    if isinstance(n, bool) or int(n) != n or n < 0:
+        raise ValueError(f"number of items must be an integer >= 0, got {n!r}")
+    return -(-int(n) * c * bits_per_variable(l) // 8)
 
 
 def check_codes(codes: torch.Tensor, c: int | None, l: int) -> None:
@@ -65,9 +88,62 @@ def check_codes(codes: torch.Tensor, c: int | None, l: int) -> None:
 def pack_codes(codes: torch.Tensor, l: int) -> torch.Tensor:
     """Integer codes [N, c] with values in [0, l) -> packed uint8 [N, bytes_per_item(c, l)] on the same device."""
     check_codes(codes, None, l)
-    n, c = codes.shape
-    b = bits_per_variable(l)
+    return _pack(codes, bits_per_variable(l))
+
+
+def unpack_codes(packed: torch.Tensor, c: int, l: int) -> torch.Tensor:
+    """Packed uint8 [N, bytes_per_item(c, l)] -> LongTensor codes [N, c] on the same device (inverse of pack_codes)."""
     nbytes = bytes_per_item(c, l)
+    if not isinstance(packed, torch.Tensor) or packed.dtype != torch.uint8:
+        raise ValueError(f"packed codes must be a uint8 tensor, got {getattr(packed, 'dtype', type(packed).__name__)}")
+    if packed.dim() != 2 or packed.shape[1] != nbytes:
+        raise ValueError(f"packed codes for c={c}, l={l} must have shape [N, {nbytes}], got {tuple(packed.shape)}")
+    return _unpack(packed, c, bits_per_variable(l))
+
+
+def pack_stream(codes: torch.Tensor, l: int) -> torch.Tensor:
+    """Integer codes [n, c] with values in [0, l) -> their stream, uint8 [stream_bytes(n, c, l)] on the same device."""
+    check_codes(codes, None, l)
+    return _pack_stream(codes, bits_per_variable(l))
+
+
+def unpack_stream(stream: torch.Tensor, n: int, c: int, l: int) -> torch.Tensor:
+    """The first n items of a stream (uint8 [stream_bytes(n, c, l)] or longer) -> LongTensor codes [n, c]."""
+    nbytes = stream_bytes(n, c, l)
+    if not isinstance(stream, torch.Tensor) or stream.dtype != torch.uint8:
+        raise ValueError(f"a packed stream must be a uint8 tensor, got {getattr(stream, 'dtype', type(stream).__name__)}")
+    if stream.dim() != 1 or stream.shape[0] < nbytes:
+        raise ValueError(f"a stream of {n} items of c={c}, l={l} must have shape [>= {nbytes}], got {tuple(stream.shape)}")
+    return _unpack_stream(stream[:nbytes], n, c, bits_per_variable(l))
+
+
+# -- unchecked kernels (callers have validated codes and shapes) --------------------------------------
+def _block_items(item_bits: int) -> int:
+    return 8 // math.gcd(item_bits, 8)
+
+
+def _pack_stream(codes: torch.Tensor, b: int) -> torch.Tensor:
+    """Codes [n, c] -> uint8 [ceil(n*c*b/8)]: zero items pad the last block, which is then cut to the last byte."""
+    n, c = codes.shape
+    k = _block_items(c * b)
+    blocks = -(-n // k)
+    if blocks * k != n:
+        codes = torch.cat([codes, codes.new_zeros(blocks * k - n, c)])
+    return _pack(codes.reshape(blocks, k * c), b).reshape(-1)[: -(-n * c * b // 8)]
+
+
+def _unpack_stream(stream: torch.Tensor, n: int, c: int, b: int) -> torch.Tensor:
+    """uint8 [ceil(n*c*b/8)] -> codes [n, c] (inverse of _pack_stream)."""
+    k = _block_items(c * b)
+    blocks, block_bytes = -(-n // k), k * c * b // 8
+    stream = F.pad(stream, (0, blocks * block_bytes - stream.shape[0]))
+    return _unpack(stream.view(blocks, block_bytes), k * c, b).reshape(blocks * k, c)[:n]
+
+
+def _pack(codes: torch.Tensor, b: int) -> torch.Tensor:
+    """Codes [N, c] (values below 2**b) -> uint8 [N, ceil(c*b/8)]."""
+    n, c = codes.shape
+    nbytes = -(-c * b // 8)
     if b in (8, 16):  # byte-aligned: the little-endian bytes of each code already are the layout
         dtype = torch.uint8 if b == 8 else torch.int16  # int16 wraps 32768..65535 onto the same two bytes
         return codes.to(dtype).contiguous().view(torch.uint8).view(n, nbytes)
@@ -90,15 +166,9 @@ def pack_codes(codes: torch.Tensor, l: int) -> torch.Tensor:
     return stream[..., :group_bytes].reshape(n, groups * group_bytes)[:, :nbytes]
 
 
-def unpack_codes(packed: torch.Tensor, c: int, l: int) -> torch.Tensor:
-    """Packed uint8 [N, bytes_per_item(c, l)] -> LongTensor codes [N, c] on the same device (inverse of pack_codes)."""
-    nbytes = bytes_per_item(c, l)
-    if not isinstance(packed, torch.Tensor) or packed.dtype != torch.uint8:
-        raise ValueError(f"packed codes must be a uint8 tensor, got {getattr(packed, 'dtype', type(packed).__name__)}")
-    if packed.dim() != 2 or packed.shape[1] != nbytes:
-        raise ValueError(f"packed codes for c={c}, l={l} must have shape [N, {nbytes}], got {tuple(packed.shape)}")
-    n = packed.shape[0]
-    b = bits_per_variable(l)
+def _unpack(packed: torch.Tensor, c: int, b: int) -> torch.Tensor:
+    """uint8 [N, ceil(c*b/8)] -> LongTensor codes [N, c] (inverse of _pack; any bits decode, to values below 2**b)."""
+    n, nbytes = packed.shape
     if b == 8:
         return packed.long()
     if b == 16:
