@@ -16,9 +16,11 @@ from lossy_memory.memory.budget import (
     BudgetProblem,
     capacity_for_budget,
     generator_parameters,
+    code_bits,
     label_task_bits,
     lossless_bits,
     main,
+    occupied_bits,
     recollection_bits,
     recollections_for_lossless,
     storage_dtype,
@@ -35,12 +37,28 @@ def test_storage_dtype_is_the_smallest_that_fits(values, dtype):
 
 def test_item_costs():
     assert recollection_bits(168, 2, 10, 1) == 168 + 16
-    assert recollection_bits(33, 32, 10, 1) == 168 + 16  # 165 code bits padded to 21 bytes
+    assert recollection_bits(33, 32, 10, 1) == 165 + 16  # exactly c * ceil(log2 l): no padding to 21 bytes
+    assert recollection_bits(38, 2, 10, 1) == 38 + 16 and code_bits(38, 2) == 38  # not 40
+    assert code_bits(5, 1000) == 50 and code_bits(3, 65536) == 48 and code_bits(7, 3) == 14
     assert lossless_bits((1, 28, 28), 10, 300) == 6272 + 8 + 16
     assert label_task_bits(10, 1) == 16
     assert capacity_for_budget(184 * 1000 + 183, 184) == 1000
     with pytest.raises(ValueError, match="too small for one item"):
         capacity_for_budget(float("nan"), 184)
+
+
+def test_capacity_leaves_room_for_the_last_partial_byte_of_the_codes():
+    # items of 38 code bits + 16 side bits: n items occupy 54 n bits plus the fill of byte ceil(38 n / 8)
+    assert [occupied_bits(n, 54, 38) for n in (1, 2, 3, 4)] == [56, 112, 168, 216]  # 40, 80, 120, 152 code bits
+    assert capacity_for_budget(216, 54, packed_bits=38) == 4
+    assert capacity_for_budget(215, 54, packed_bits=38) == 3  # floor(215 / 54) = 3 anyway
+    assert capacity_for_budget(167, 54, packed_bits=38) == 2  # floor(167 / 54) = 3, but 3 items occupy 168 bits
+    assert capacity_for_budget(111, 54, packed_bits=38) == 1  # floor(111 / 54) = 2, but 2 items occupy 112 bits
+    assert capacity_for_budget(111, 54) == 2  # items of whole bytes
+    with pytest.raises(ValueError, match=r"too small for one item of 54 bits \(56 bits with its last byte filled\)"):
+        capacity_for_budget(55, 54, packed_bits=38)
+    with pytest.raises(ValueError, match="packed_bits"):
+        capacity_for_budget(1000, 54, packed_bits=55)
 
 
 def test_lossless_equivalent_sizing():
@@ -51,6 +69,9 @@ def test_lossless_equivalent_sizing():
     n = recollections_for_lossless(1000, (1, 28, 28), 168, 2, side)
     lossless = LosslessBuffer((1, 28, 28), capacity=1000)
     assert n == RecollectionBuffer(168, 2, budget_bits=1000 * lossless.item_bits).capacity == 1000 * 6288 // 184
+    # 38 binary variables: 54 bits per item with label and task id (not 56), and the buffer agrees
+    n = recollections_for_lossless(1000, (1, 28, 28), 38, 2, side)
+    assert n == RecollectionBuffer(38, 2, budget_bits=1000 * lossless.item_bits).capacity == 1000 * 6288 // 54 == 116_444
 
 
 @pytest.mark.parametrize("c, l, shape", [(8, 2, (1, 28, 28)), (4, 4, (1, 28, 28)), (3, 5, (3, 32, 32)), (168, 2, (1, 28, 28)), (1, 2, (1, 5, 7))])
@@ -75,19 +96,32 @@ def test_168_bits_per_example_stores_168_binary_variables():
     assert problem.candidates()[0] == chosen
 
 
-@pytest.mark.parametrize("bits, rho, expected", [(168, 0.5, (336, 2)), (16.8, 0.1, (168, 2)), (12, 1, (8, 2)), (16, 1, (16, 2)),
-                                                 (40, 1, (40, 2))])
+@pytest.mark.parametrize("bits, rho, expected", [(168, 0.5, (336, 2)), (16.8, 0.1, (168, 2)), (12, 1, (12, 2)), (16, 1, (16, 2)),
+                                                 (40, 1, (40, 2)), (38, 1, (38, 2)), (19, 0.5, (38, 2)), (7, 1, (7, 2)),
+                                                 (12.9, 1, (12, 2))])
 def test_incremental_solutions_by_hand(bits, rho, expected):
-    """Items are stored in whole bytes: 12 bits per example afford one byte, i.e. 8 binary variables
-    (or 4 of l=4, 2 of l=16, 1 of l=256: same capacity 8, bigger generators)."""
-    chosen = BudgetProblem(bits, rho=rho).solve()
+    """Eq. 5 exactly, rho * c * ceil(log2 l) <= gamma / N, whole bytes or not: 12 bits per example store 12 binary
+    variables (c=6 of l=4 ties: capacity 12 and the very same generator, c*l = 24; the tie goes to the smaller l)."""
+    problem = BudgetProblem(bits, rho=rho)
+    chosen = problem.solve()
     assert (chosen.c, chosen.l) == expected
-    assert rho * chosen.stored_bits <= bits + 1e-9
+    assert chosen.code_bits == chosen.stored_bits == chosen.c * bits_per_variable(chosen.l)
+    assert rho * chosen.stored_bits <= bits + 1e-9 < rho * (chosen.stored_bits + 1)
 
 
-def test_less_than_a_byte_per_stored_example_fits_nothing():
+def test_twelve_bits_per_example_ties_two_binary_variables_with_one_four_valued():
+    rows = {(row.c, row.l): row for row in BudgetProblem(12, rho=1).candidates()}
+    assert rows[(12, 2)].capacity == rows[(6, 4)].capacity == 12
+    assert rows[(12, 2)].parameter_bits == rows[(6, 4)].parameter_bits
+    assert rows[(4, 8)].capacity == rows[(3, 16)].capacity == 12 and rows[(4, 8)].parameter_bits > rows[(12, 2)].parameter_bits
+
+
+def test_less_than_a_bit_per_stored_example_fits_nothing():
     with pytest.raises(ValueError, match="no \\(c, l\\) fits"):
-        BudgetProblem(7, rho=1).solve()
+        BudgetProblem(0.9, rho=1).solve()
+    with pytest.raises(ValueError, match="no \\(c, l\\) fits"):
+        BudgetProblem(16.5, rho=1, num_classes=10, num_tasks=1).solve()  # 16 of the 16.5 bits go to label and task id
+    assert BudgetProblem(17, rho=1, num_classes=10, num_tasks=1).solve().c == 1
 
 
 def test_labels_can_be_counted_in_the_incremental_budget():
@@ -112,16 +146,21 @@ def test_total_constraint_counts_the_generator_and_matches_brute_force(total):
     assert chosen == brute_force(problem)
     n = total / 168
     assert n * chosen.stored_bits + chosen.parameter_bits <= total  # eq. 6
-    assert chosen.items == (total - chosen.parameter_bits) // chosen.stored_bits >= n  # the buffer really holds rho*N
+    left = total - chosen.parameter_bits  # what the buffer really holds in the bits the generator leaves
+    assert occupied_bits(chosen.items, chosen.stored_bits, chosen.code_bits) <= left
+    assert occupied_bits(chosen.items + 1, chosen.stored_bits, chosen.code_bits) > left
+    assert chosen.items >= math.floor(n)
 
 
 def test_total_constraint_binds_below_the_incremental_answer():
-    """60,000 examples of 168 bits: 60,000 items of 8 bytes take 3.84M bits; the generator for c=58, l=2 takes 6.21M
-    (10.05M in all), for c=59 6.27M (10.11M > 10.08M)."""
+    """60,000 examples of 168 bits: 60,000 items of 59 bits take 3.54M bits and the generator for c=59, l=2 6.27M
+    (9.81M in all); c=60 takes 3.6M + 6.64M (its generator has 30 hidden filters, not 29) = 10.24M > 10.08M.
+    (Items padded to whole bytes would have stopped at c=58: 60,000 items of 64 bits + 6.21M.)"""
     problem = BudgetProblem(168, rho=1, total_bits=1.008e7)
     chosen = problem.solve()
-    assert (chosen.c, chosen.l, chosen.stored_bits) == (58, 2, 64)
-    assert problem.fits_total(58, 2) and not problem.fits_total(59, 2)
+    assert (chosen.c, chosen.l, chosen.stored_bits) == (59, 2, 59)
+    assert problem.fits_total(59, 2) and not problem.fits_total(60, 2)
+    assert 60_000 * 59 + chosen.parameter_bits == 9_812_576
 
 
 def test_infeasible_and_invalid_problems_raise():

@@ -31,11 +31,20 @@ def test_categorical_forward_is_hard_one_hot_with_kl_to_uniform():
     per_variable = sample.view(3, 5, 4)
     assert torch.equal(per_variable.sum(-1), torch.ones(3, 5))
     assert set(per_variable.unique().tolist()) <= {0.0, 1.0}
-    q = logits.view(3, 5, 4).softmax(-1)
+    q = latent.normalize(logits).view(3, 5, 4).softmax(-1)
     expected = (q * (q.log() + math.log(4))).sum((1, 2))
     torch.testing.assert_close(kl, expected)
     _, kl_uniform = latent(torch.zeros(2, 20))
     torch.testing.assert_close(kl_uniform, torch.zeros(2))
+
+
+def test_logits_start_confident_whatever_the_encoder_scale():
+    """Near-zero encoder outputs still give logits of std init_logit_std, so first samples are not coin flips."""
+    latent = CategoricalLatent(c=50, l=4, init_logit_std=3.0)
+    normalized = latent.normalize(0.05 * torch.randn(8, 200))  # a fresh encoder emits ~0.02-0.05
+    torch.testing.assert_close(normalized.std(dim=1, unbiased=False), torch.full((8,), 3.0), rtol=1e-2, atol=1e-2)
+    with pytest.raises(ValueError, match="init_logit_std"):
+        CategoricalLatent(c=2, l=2, init_logit_std=0.0)
 
 
 def test_straight_through_gradient_equals_the_soft_relaxation_gradient():
@@ -47,7 +56,7 @@ def test_straight_through_gradient_equals_the_soft_relaxation_gradient():
     hard, _ = latent(logits)
     (grad_hard,) = torch.autograd.grad((hard * weights).sum(), logits)
     torch.manual_seed(0)
-    soft = torch.nn.functional.gumbel_softmax(logits.view(4, 6, 3), tau=0.7, hard=False).flatten(1)
+    soft = torch.nn.functional.gumbel_softmax(latent.normalize(logits).view(4, 6, 3), tau=0.7, hard=False).flatten(1)
     (grad_soft,) = torch.autograd.grad((soft * weights).sum(), logits)
     assert grad_hard.abs().sum() > 0
     torch.testing.assert_close(grad_hard, grad_soft)
@@ -56,7 +65,7 @@ def test_straight_through_gradient_equals_the_soft_relaxation_gradient():
 def test_codes_embed_round_trip_and_range_checks():
     latent = CategoricalLatent(c=4, l=5)
     codes = torch.tensor([[0, 4, 2, 1], [3, 3, 0, 4]])
-    assert torch.equal(latent.codes(latent.embed(codes) * 10), codes)
+    assert torch.equal(latent.codes(latent.embed(codes)), codes)
     with pytest.raises(ValueError, match=r"\[0, 5\)"):
         latent.embed(torch.tensor([[0, 5, 0, 0]]))
     with pytest.raises(ValueError, match=r"\[N, 4\]"):

@@ -4,12 +4,14 @@ Two constraints from the paper. Incremental (eq. 5): each incoming example bring
 a fraction rho of examples is stored, so rho * bits(c, l) <= gamma/N. Total (eq. 6): over the N
 examples of the stream the generator's own parameters are paid for too, rho * N * bits(c, l) + |theta|(c, l)
 <= gamma. Among feasible (c, l) we maximise the capacity C = c * log2(l) (bits of information per item),
-breaking ties by the cheaper generator. bits(c, l) is what RecollectionBuffer really spends on an item:
-the paper's c * ceil(log2 l) rounded up to a whole byte (identical whenever c * ceil(log2 l) is a multiple
-of 8, e.g. 168 binary variables), plus label and task bits when asked to count them.
+breaking ties by the cheaper generator. bits(c, l) is the paper's c * ceil(log2 l), exactly what
+RecollectionBuffer spends on an item's codes (they are packed as one bitstream, no padding per item), plus
+label and task bits when asked to count them.
 
-Accounting used by the buffers: a stored recollection costs its packed code bytes plus the storage bits
-of its label and task id (smallest integer dtypes that fit), exactly what its tensors occupy.
+Accounting used by the buffers: a stored recollection costs c * ceil(log2 l) code bits plus the storage bits
+of its label and task id (smallest integer dtypes that fit). A buffer of n recollections holds its codes in
+ceil(n * c * ceil(log2 l) / 8) bytes: ``bits_used`` counts n * c * ceil(log2 l), and a capacity derived from
+a budget leaves room for the at most 7 bits that complete the last byte (``occupied_bits``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from functools import lru_cache
 
 import torch
 
-from lossy_memory.memory.packing import MAX_VALUES, bits_per_variable, bytes_per_item
+from lossy_memory.memory.packing import MAX_VALUES, bits_per_variable
 from lossy_memory.nets import ConvEncoder
 
 PARAMETER_BITS = 32  # float32 weights
@@ -44,9 +46,16 @@ def label_task_bits(num_classes: int, num_tasks: int) -> int:
     return 8 * (storage_dtype(num_classes).itemsize + storage_dtype(num_tasks).itemsize)
 
 
+def code_bits(c: int, l: int) -> int:
+    """Bits of one recollection's codes: c * ceil(log2 l) (paper, eq. 5)."""
+    if isinstance(c, bool) or int(c) != c or c < 1:
+        raise ValueError(f"c (variables per item) must be an integer >= 1, got {c!r}")
+    return int(c) * bits_per_variable(l)
+
+
 def recollection_bits(c: int, l: int, num_classes: int, num_tasks: int) -> int:
-    """Stored bits of one recollection: packed codes (c*ceil(log2 l) rounded up to a byte), label, task id."""
-    return 8 * bytes_per_item(c, l) + label_task_bits(num_classes, num_tasks)
+    """Stored bits of one recollection: its codes (c * ceil(log2 l), no padding), label and task id."""
+    return code_bits(c, l) + label_task_bits(num_classes, num_tasks)
 
 
 def lossless_bits(image_shape: Sequence[int], num_classes: int, num_tasks: int) -> int:
@@ -54,11 +63,38 @@ def lossless_bits(image_shape: Sequence[int], num_classes: int, num_tasks: int) 
     return 8 * math.prod(image_shape) + label_task_bits(num_classes, num_tasks)
 
 
-def capacity_for_budget(budget_bits: float, item_bits: int) -> int:
-    """Items of ``item_bits`` bits that fit in ``budget_bits`` (at least one, or ValueError)."""
+def occupied_bits(n: int, item_bits: int, packed_bits: int = 0) -> int:
+    """Bits that n items of ``item_bits`` bits occupy when ``packed_bits`` of each item (a recollection's codes)
+    lie in one bitstream of whole bytes: n * item_bits plus the (at most 7) bits that complete its last byte."""
+    return n * item_bits + (-n * packed_bits) % 8
+
+
+def capacity_for_budget(budget_bits: float, item_bits: int, packed_bits: int = 0) -> int:
+    """Most items of ``item_bits`` bits whose ``occupied_bits`` fit in ``budget_bits`` (at least one, or ValueError).
+
+    ``packed_bits``: the part of each item packed into one stream of whole bytes (0: items are whole bytes already).
+    The answer is floor(budget / item_bits), or one less when the stream's last partial byte would not fit.
+    """
+    if isinstance(item_bits, bool) or int(item_bits) != item_bits or item_bits < 1:
+        raise ValueError(f"item_bits must be an integer >= 1, got {item_bits!r}")
+    if isinstance(packed_bits, bool) or int(packed_bits) != packed_bits or not 0 <= packed_bits <= item_bits:
+        raise ValueError(f"packed_bits must be an integer in [0, item_bits={item_bits}], got {packed_bits!r}")
+    n = _items_that_fit(budget_bits, int(item_bits), int(packed_bits))
+    if n == 0:
+        one = occupied_bits(1, int(item_bits), int(packed_bits))
+        detail = f" ({one} bits with its last byte filled)" if one != item_bits else ""
+        raise ValueError(f"a budget of {budget_bits} bits is too small for one item of {item_bits} bits{detail}")
+    return n
+
+
+def _items_that_fit(budget_bits: float, item_bits: int, packed_bits: int) -> int:
+    """capacity_for_budget without the errors: 0 when not even one item fits (or the budget is NaN / negative)."""
     if not budget_bits >= item_bits:  # also rejects NaN
-        raise ValueError(f"a budget of {budget_bits} bits is too small for one item of {item_bits} bits")
-    return int(budget_bits // item_bits)
+        return 0
+    n = int(budget_bits // item_bits)
+    while n and occupied_bits(n, item_bits, packed_bits) > budget_bits:
+        n -= 1
+    return n
 
 
 def recollections_for_lossless(k: int, image_shape: Sequence[int], c: int, l: int, side: int = 0) -> int:
@@ -69,12 +105,14 @@ def recollections_for_lossless(k: int, image_shape: Sequence[int], c: int, l: in
     """
     if int(k) != k or k < 1:
         raise ValueError(f"number of lossless images must be an integer >= 1, got {k!r}")
-    return capacity_for_budget(k * (8 * math.prod(image_shape) + side), 8 * bytes_per_item(c, l) + side)
+    bits = code_bits(c, l)
+    return capacity_for_budget(k * (8 * math.prod(image_shape) + side), bits + side, packed_bits=bits)
 
 
 # -- what the generator costs ------------------------------------------------------------------------
 def generator_parameters(c: int, l: int, image_shape: Sequence[int], kernel_size: int = 5, depth: int = 3) -> int:
-    """Parameters of the DiscreteVAE (ConvEncoder + ConvDecoder, c*l/4 filters) for c variables of l values.
+    """Parameters of the DiscreteVAE (ConvEncoder + ConvDecoder, c*l/4 filters, and the latent's LayerNorm on
+    the c*l logits) for c variables of l values.
 
     A closed form, so that sizes too big to build (c*l/4 filters for l = 65536) cost nothing to evaluate;
     tests check it against the modules themselves.
@@ -87,7 +125,8 @@ def generator_parameters(c: int, l: int, image_shape: Sequence[int], kernel_size
     middle = (depth - 1) * (hidden * hidden * k2 + hidden)  # the hidden->hidden (transposed) convolutions, each side
     encoder = channels * hidden * k2 + hidden + middle + hidden * cells * width + width
     decoder = width * hidden * cells + hidden * cells + middle + hidden * channels * k2 + channels
-    return encoder + decoder
+    latent = 2 * width  # LayerNorm gain and bias
+    return encoder + decoder + latent
 
 
 @lru_cache
@@ -104,7 +143,7 @@ class Candidate:
     c: int
     l: int
     code_bits: int  # c * ceil(log2 l), the paper's bits per item
-    stored_bits: int  # what RecollectionBuffer spends per item (byte padding, plus label/task if counted): constrained
+    stored_bits: int  # what is constrained per item: code_bits, plus label/task bits if counted
     parameter_bits: int
     items: int | None = None
 
@@ -153,27 +192,27 @@ class BudgetProblem:
         return self.total_bits / self.bits_per_example
 
     def item_bits(self, c: int, l: int) -> int:
-        """Stored bits of one item: packed codes (whole bytes) plus the counted side bits."""
-        return 8 * bytes_per_item(c, l) + self.side
+        """Stored bits of one item: c * ceil(log2 l) code bits plus the counted side bits."""
+        return code_bits(c, l) + self.side
 
     def max_c_incremental(self, l: int) -> int:
-        """Largest c with rho * item_bits(c, l) <= gamma / N (eq. 5): the whole code bytes affordable, filled.
+        """Largest c with rho * item_bits(c, l) <= gamma / N (eq. 5).
 
         The 1e-9 forgives float rounding of gamma/(N rho) (16.8 / 0.1 must allow 168 bits, not 167).
         """
-        code_bytes = math.floor((self.bits_per_example / self.rho - self.side) / 8 + 1e-9)
-        return max(0, 8 * code_bytes // bits_per_variable(l))
+        return max(0, math.floor((self.bits_per_example / self.rho - self.side) / bits_per_variable(l) + 1e-9))
 
     def fits_total(self, c: int, l: int) -> bool:
-        """Eq. 6: rho * N items of item_bits(c, l) plus the generator's parameter bits fit in gamma."""
+        """Eq. 6: rho * N items of item_bits(c, l) plus the generator's parameter bits fit in gamma (as in the paper;
+        ``candidate(...).items`` says how many items the bits left over really hold, last partial byte included)."""
         items_bits = self.rho * self.stream_length * self.item_bits(c, l)
         return items_bits + PARAMETER_BITS * generator_parameters(c, l, self.image_shape) <= self.total_bits
 
     def candidate(self, c: int, l: int) -> Candidate:
         parameter_bits = PARAMETER_BITS * generator_parameters(c, l, self.image_shape)
-        stored = self.item_bits(c, l)
-        items = None if self.total_bits is None else max(0, int((self.total_bits - parameter_bits) // stored))
-        return Candidate(c, l, c * bits_per_variable(l), stored, parameter_bits, items)
+        bits, stored = code_bits(c, l), self.item_bits(c, l)
+        items = None if self.total_bits is None else _items_that_fit(self.total_bits - parameter_bits, stored, bits)
+        return Candidate(c, l, bits, stored, parameter_bits, items)
 
     def best_c(self, l: int) -> int:
         """Largest feasible c for this l (0 if none): eq. 5, and eq. 6 when a total budget is given."""
