@@ -41,6 +41,15 @@ def test_user_override_form_reaches_the_model(tmp_path):
     assert cfg.trainer.max_epochs == 3
 
 
+def test_hparams_search_sweeps_and_names_the_metric_it_returns(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", ["+experiment=mnist_compression", "hparams_search=mnist_compression_grid"], return_hydra_config=True)
+    assert cfg.optimized_metric == "train/distortion"
+    assert set(cfg.hydra.sweeper.params) == {"model.kl_weight", "model.optimizer.lr"}
+
+
 def test_data_dir_follows_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("LOSSY_MEMORY_DATA_DIR", str(tmp_path / "elsewhere"))
     assert compose_config([], tmp_path / "run").paths.data_dir == str(tmp_path / "elsewhere")
