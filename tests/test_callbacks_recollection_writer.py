@@ -25,13 +25,7 @@ from lossy_memory.nets import CategoricalLatent, ConvDecoder, ConvEncoder
 C, L_VALUES, N_TRAIN, BATCH = 8, 4, 40, 8  # 5 batches an epoch
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny ops run fastest on one thread, and far faster than on several when the CPUs are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class TinyData(L.LightningDataModule):

@@ -14,12 +14,7 @@ from test_callbacks_recollection_writer import TinyData, make_trainer
 C = 4  # 4 binary codes decode to a 1x2x2 image holding them, so a recollection shows which code it came from
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def code_label(codes: torch.Tensor) -> torch.Tensor:

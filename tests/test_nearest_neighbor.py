@@ -18,12 +18,7 @@ from lossy_memory.metrics.nearest_neighbor import nearest_neighbor_distances
 from test_callbacks_recollection_writer import C, L_VALUES, TinyData, make_trainer, make_vae
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def brute_force(queries: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
