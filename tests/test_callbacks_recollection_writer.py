@@ -252,6 +252,19 @@ def test_bits_used_and_items_are_logged_exactly_each_epoch():
     assert writer.buffer.stored[0].numel() == 50 * 6 // 8 + 1  # 300 bits of codes in 38 bytes
 
 
+def test_under_a_total_constraint_the_generator_parameters_are_counted_too():
+    class ReportingCoder(TinyCoder):
+        def storage_report(self):
+            return {"parameter_bits": 32 * sum(p.numel() for p in self.parameters())}
+
+    writer, logger, model = RecollectionWriter(RecollectionBuffer(6, 2, capacity=50), when="stream"), RecordingLogger(), ReportingCoder()
+    make_trainer(1, [writer], logger=logger).fit(model, datamodule=TinyData())
+    last = [r for r in logger.records if "buffer/items" in r][-1]
+    parameters = sum(p.numel() for p in model.parameters())
+    assert parameters > 0
+    assert last["buffer/bits_with_generator"] == last["buffer/bits_used"] + 32 * parameters
+
+
 # -- DDP: rank r's buffer runs on seed + r ----------------------------------------------------------------
 def rank_trainer(rank: int) -> SimpleNamespace:
     return SimpleNamespace(global_rank=rank)

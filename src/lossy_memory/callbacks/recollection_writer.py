@@ -19,7 +19,8 @@ Rank 0 keeps ``seed`` itself, so a single-process run is unchanged. A checkpoint
 generators afterwards (Lightning restores callbacks after ``setup``).
 
 Logged at the end of each training epoch and of fit: ``buffer/bits_used`` (what the stored items really occupy:
-packed codes, labels and task ids) and ``buffer/items``, summed over ranks.
+packed codes, labels and task ids) and ``buffer/items``, summed over ranks, and ``buffer/bits_with_generator``
+(the same plus the generator's parameter bits: the paper's total constraint, eq. 6) when the module reports them.
 """
 
 from __future__ import annotations
@@ -80,12 +81,12 @@ class RecollectionWriter(L.Callback):
         self.buffer.add(items, batch["y"], batch.get("task", 0))
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.log_usage(trainer)
+        self.log_usage(trainer, pl_module)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if len(self.buffer) == 0:
             self.fill_from_training_set(trainer, pl_module)
-            self.log_usage(trainer)
+            self.log_usage(trainer, pl_module)
 
     def fill_from_training_set(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Encode the training loader (as many batches as an epoch has) with the current weights, on the run's device.
@@ -108,12 +109,15 @@ class RecollectionWriter(L.Callback):
         finally:
             pl_module.to(was)
 
-    def log_usage(self, trainer: L.Trainer) -> None:
+    def log_usage(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Log the exact bits and items held, summed over ranks (integers, straight to the loggers)."""
         usage = torch.tensor([self.buffer.bits_used(), len(self.buffer)], dtype=torch.int64, device=trainer.strategy.root_device)
         bits, items = (int(v) for v in trainer.strategy.reduce(usage, reduce_op="sum"))
+        metrics = {"buffer/bits_used": bits, "buffer/items": items}
+        if hasattr(pl_module, "storage_report"):
+            metrics["buffer/bits_with_generator"] = bits + int(pl_module.storage_report()["parameter_bits"])
         for logger in trainer.loggers:
-            logger.log_metrics({"buffer/bits_used": bits, "buffer/items": items}, step=trainer.global_step)
+            logger.log_metrics(metrics, step=trainer.global_step)
             logger.save()
 
     # -- checkpoints ----------------------------------------------------------------------------------
