@@ -76,3 +76,12 @@ def test_continuous_vae_stores_means():
     assert codes.shape == (3, 8) and codes.dtype == torch.float32
     assert model.storage_report()["bits_per_item"] == 256
     assert model.decode(codes).shape == (3, 1, 28, 28)
+
+
+def test_a_configured_scheduler_steps_per_epoch():
+    model = make_discrete(scheduler=functools.partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=10))
+    config = model.configure_optimizers()
+    assert isinstance(config["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.CosineAnnealingLR)
+    assert config["lr_scheduler"]["interval"] == "epoch"
+    assert config["lr_scheduler"]["scheduler"].optimizer is config["optimizer"]
+    assert isinstance(make_discrete().configure_optimizers(), torch.optim.Adam)

@@ -30,6 +30,7 @@ class LatentAutoencoder(L.LightningModule):
         image_shape: Sequence[int],
         kl_weight: float = 1.0,
         hidden: int | None = None,
+        scheduler: Callable[..., torch.optim.lr_scheduler.LRScheduler] | None = None,
     ):
         super().__init__()
         if len(image_shape) != 3:
@@ -41,7 +42,7 @@ class LatentAutoencoder(L.LightningModule):
         hidden = hidden or self.default_hidden()
         self.encoder = encoder(image_shape=self.image_shape, out_features=latent.num_inputs, hidden=hidden)
         self.decoder = decoder(in_features=latent.num_outputs, image_shape=self.image_shape, hidden=hidden)
-        self.optimizer_factory = optimizer
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.kl_weight = kl_weight
         # Keyed "<split>_distortion": a ModuleDict key may not shadow nn.Module.train.
         self.distortion = nn.ModuleDict({f"{split}_distortion": MeanAbsoluteError() for split in ("val", "test", "train")})
@@ -108,4 +109,7 @@ class LatentAutoencoder(L.LightningModule):
             logger.log_metrics({f"storage/{k}": float(v) for k, v in self.storage_report().items()}, step=self.global_step)
 
     def configure_optimizers(self):
-        return self.optimizer_factory(params=self.parameters())
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer), "interval": "epoch"}}
