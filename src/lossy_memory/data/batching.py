@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, SequentialSampler
+from torchvision.transforms import v2
+
+_TO_FLOAT = v2.ToDtype(torch.float32, scale=True)
 
 
 class ImageTensorDataset(Dataset):
@@ -45,6 +48,11 @@ class ImageTensorDataset(Dataset):
 
     def subset(self, index: torch.Tensor) -> "ImageTensorDataset":
         return ImageTensorDataset(*(t[index] if t is not None else None for t in (self.images, self.labels, self.tasks)))
+
+
+def to_float_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The batch with uint8 images turned into floats in [0, 1] (datamodules call it on the device)."""
+    return {**batch, "x": _TO_FLOAT(batch["x"])}
 
 
 def _already_batched(batch):

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torchvision.transforms import v2
 
-from lossy_memory.data.batching import ImageTensorDataset, batch_loader
+from lossy_memory.data.batching import ImageTensorDataset, batch_loader, to_float_batch
 from lossy_memory.data.errors import DatasetCorruptError, DatasetUnavailableError
 
 
@@ -59,7 +58,6 @@ class ImageDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_size, self.download, self.seed, self.eval_on_train = val_size, download, seed, eval_on_train
         self.expected_shape = None if image_shape is None else tuple(int(s) for s in image_shape)
-        self.to_float = v2.ToDtype(torch.float32, scale=True)
         self.train_set: ImageTensorDataset | None = None
         self.val_set: ImageTensorDataset | None = None
         self.test_set: ImageTensorDataset | None = None
@@ -158,4 +156,4 @@ class ImageDataModule(L.LightningDataModule):
         return loaders
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        return {**batch, "x": self.to_float(batch["x"])}
+        return to_float_batch(batch)

@@ -18,10 +18,10 @@ from typing import Literal
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Sampler
-from torchvision.transforms import InterpolationMode, v2
+from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from lossy_memory.data.batching import ImageTensorDataset, _already_batched, batch_loader
+from lossy_memory.data.batching import ImageTensorDataset, _already_batched, batch_loader, to_float_batch
 from lossy_memory.data.cifar import CIFAR100DataModule
 from lossy_memory.data.image_datamodule import ImageDataModule
 from lossy_memory.data.mnist import MNISTDataModule
@@ -97,7 +97,6 @@ class TaskStreamDataModule(L.LightningDataModule):
             raise ValueError(f"data.num_tasks must be >= 1 or null (all tasks), got {num_tasks}")
         self.source, self.num_tasks_requested = source, num_tasks
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
-        self.to_float = v2.ToDtype(torch.float32, scale=True)
         self.train_set: ImageTensorDataset | None = None
         self.val_set: ImageTensorDataset | None = None
         self.task_classes: list[tuple[int, ...]] = []
@@ -186,7 +185,7 @@ class TaskStreamDataModule(L.LightningDataModule):
         return [self._eval_loader(self.task_test_set(t)) for t in range(self.num_tasks)]
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        return {**batch, "x": self.to_float(batch["x"])}
+        return to_float_batch(batch)
 
 
 class ClassSplitStream(TaskStreamDataModule):
