@@ -1,0 +1,60 @@
+"""The classifier zoo: every network takes 1x28x28 and 3x32x32, splits into embed + head, and refuses shapes it cannot take."""
+
+import pytest
+import torch
+
+from lossy_memory.nets import MLP, VGG11, AlexNet, ConvNet, LeNet5, ResNet18
+
+ZOO = [(LeNet5, {}), (MLP, {}), (ConvNet, {}), (ResNet18, {"nf": 20}), (ResNet18, {"nf": 64}), (AlexNet, {}), (VGG11, {})]
+
+
+@pytest.mark.parametrize(("net", "kwargs"), ZOO, ids=lambda v: getattr(v, "__name__", str(v)))
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_every_network_classifies_both_image_sizes(net, kwargs, shape, one_thread):
+    torch.manual_seed(0)
+    model = net(shape, num_classes=7, **kwargs)
+    x = torch.rand(2, *shape)
+    features = model.embed(x)
+    assert features.shape == (2, model.num_features)
+    torch.testing.assert_close(model(x), model.head(features))
+    assert model(x).shape == (2, 7)
+    model(x).sum().backward()  # trains: every parameter gets a gradient
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_known_sizes_of_the_references():
+    # LeNet-5 on MNIST: 61,706 parameters; GEM's reduced ResNet-18 on CIFAR-100: about 1.1M (feature width 8*nf = 160).
+    assert sum(p.numel() for p in LeNet5((1, 28, 28), 10).parameters()) == 61706
+    resnet = ResNet18((3, 32, 32), 100, nf=20)
+    assert resnet.num_features == 160 and 1.0e6 < sum(p.numel() for p in resnet.parameters()) < 1.3e6
+    assert ConvNet((1, 28, 28), 10).num_features == 128 * 3 * 3 and ConvNet((3, 32, 32), 10).num_features == 128 * 4 * 4
+    assert MLP((1, 28, 28), 10, hidden=[100, 100]).num_features == 100
+
+
+def test_conv_net_uses_instance_norm_and_average_pooling():
+    layers = list(ConvNet((1, 28, 28), 10, depth=3).body)
+    norms = [m for m in layers if isinstance(m, torch.nn.GroupNorm)]
+    assert len(norms) == 3 and all(m.num_groups == m.num_channels == 128 for m in norms)
+    assert sum(isinstance(m, torch.nn.AvgPool2d) for m in layers) == 3
+
+
+def test_instance_norm_networks_train_on_a_single_example():
+    ConvNet((1, 28, 28), 10)(torch.rand(1, 1, 28, 28)).sum().backward()
+
+
+@pytest.mark.parametrize(("net", "shape"), [(ConvNet, (1, 4, 4)), (VGG11, (1, 16, 16)), (LeNet5, (1, 8, 8))])
+def test_a_shape_too_small_is_a_clear_error(net, shape):
+    with pytest.raises(ValueError, match=rf"{net.__name__}.*{shape[1]}"):
+        net(shape, 10)
+
+
+@pytest.mark.parametrize("kwargs", [{"num_classes": 1}, {"num_classes": 2.5}, {"image_shape": (28, 28)}])
+def test_bad_sizes_are_rejected(kwargs):
+    args = {"image_shape": (1, 28, 28), "num_classes": 10} | kwargs
+    with pytest.raises(ValueError, match="MLP"):
+        MLP(**args)
+
+
+def test_unknown_norm_is_rejected():
+    with pytest.raises(ValueError, match="norm must be one of"):
+        ConvNet((1, 28, 28), 10, norm="layer")
