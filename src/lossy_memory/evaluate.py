@@ -11,24 +11,13 @@ from pathlib import Path
 
 import hydra
 import lightning as L
-import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from lossy_memory.checkpoints import stored_run_config
 from lossy_memory.runtime import CONFIG_DIR, register_resolvers
 
 register_resolvers()
-
-
-def stored_run_config(ckpt_path: str | Path) -> DictConfig:
-    """The training config kept in a checkpoint by the RunRecord callback."""
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist: pass ckpt_path=<run dir>/checkpoints/<name>.ckpt")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    if "run_config" not in checkpoint:
-        raise ValueError(f"checkpoint {path} holds no run config: it was not written by `python -m lossy_memory.train`")
-    return OmegaConf.create(checkpoint["run_config"])
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:

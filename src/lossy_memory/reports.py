@@ -67,3 +67,21 @@ def rate_distortion_plot(path: Path, series: Mapping[str, Sequence[Point]], *, x
     axes.grid(True, which="both", alpha=0.3)
     axes.legend()
     figure.savefig(path, dpi=150)
+
+
+def curve_plot(path: Path, series: Mapping[str, Sequence[Point]], *, xlabel: str, ylabel: str, title: str) -> None:
+    """One line with markers per series (points in x order), log x axis; Agg canvas, no GUI backend."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(8, 5.5), layout="constrained")
+    axes = figure.subplots()
+    for index, (name, points) in enumerate(series.items()):
+        points = sorted(points)
+        axes.plot([p.x for p in points], [p.y for p in points], "o-", color=f"C{index % 10}", markersize=4, label=name)
+    axes.set_xscale("log")
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.savefig(path, dpi=150)

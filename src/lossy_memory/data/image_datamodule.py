@@ -28,8 +28,8 @@ class ImageDataModule(L.LightningDataModule):
     to read one split into uint8 images [N, C, H, W] and labels (``read_split``). Everything else (missing and
     damaged files, validation hold-out, DDP sharding, float conversion) lives here once.
 
-    ``image_shape`` is the [C, H, W] the data is served at; models read their input shape from the same config
-    value, and a mismatch with the files is an error at setup. ``val_size`` examples are held out of the training split for validation (seeded); with 0, validation
+    ``image_shape`` is the [C, H, W] the data is served at and ``num_classes`` the number of classes; models read
+    both from the same config values, and a mismatch with the files is an error at setup. ``val_size`` examples are held out of the training split for validation (seeded); with 0, validation
     reads the test split (monitoring only: no checkpoint is chosen by it). With ``eval_on_train`` the test
     stage also reports on the training split (``test_splits`` names them), as the paper's distortion tables do.
     """
@@ -48,6 +48,7 @@ class ImageDataModule(L.LightningDataModule):
         seed: int = 0,
         eval_on_train: bool = False,
         image_shape: tuple[int, int, int] | None = None,
+        num_classes: int | None = None,
     ):
         super().__init__()
         if batch_size < 1 or eval_batch_size < 1:
@@ -58,6 +59,7 @@ class ImageDataModule(L.LightningDataModule):
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.val_size, self.download, self.seed, self.eval_on_train = val_size, download, seed, eval_on_train
         self.expected_shape = None if image_shape is None else tuple(int(s) for s in image_shape)
+        self.expected_classes = None if num_classes is None else int(num_classes)
         self.train_set: ImageTensorDataset | None = None
         self.val_set: ImageTensorDataset | None = None
         self.test_set: ImageTensorDataset | None = None
@@ -117,6 +119,9 @@ class ImageDataModule(L.LightningDataModule):
             return
         self.check_available()
         train, self.test_set = self.load_split(train=True), self.load_split(train=False)
+        if self.expected_classes is not None and self.expected_classes != self.num_classes:
+            raise ValueError(f"{self.name} in {self.folder} has {self.num_classes} classes but data.num_classes is "
+                             f"{self.expected_classes}: set data.num_classes={self.num_classes} (classifiers are sized by it)")
         if self.val_size >= len(train):
             raise ValueError(f"data.val_size={self.val_size} leaves no training examples (the split has {len(train)})")
         if self.val_size:
