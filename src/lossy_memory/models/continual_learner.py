@@ -1,0 +1,302 @@
+"""Continual learning on a task stream: a classifier from the zoo trained in one pass, one strategy deciding each update.
+
+The stream (``lossy_memory.data.streams``) hands batches of one task at a time, in task order. Every incoming batch
+goes to the strategy (``lossy_memory.strategies``: fine-tuning, experience replay over lossless images or
+recollections, GEM, A-GEM, DER++, iCaRL), which makes its N updates through this module's optimizer
+(``automatic_optimization = False``). With a recollection (or mixed) memory the DiscreteVAE trains here too, one
+update per incoming batch on the incoming images interleaved with its own recollections, before the classifier's.
+
+At every task boundary (the first batch of the next task, and the end of the pass) the strategy's ``after_task``
+runs, then every task's test set is evaluated: row i of the accuracy matrix R (task-agnostic: argmax over every
+class; task-aware: over the task's classes). Before any training the same evaluation of the randomly initialised
+model gives b, for forward transfer. At the end of the pass: the metrics of ``lossy_memory.metrics.continual``
+(over the tasks trained, should the pass be cut short), wall time, peak memory and the bits stored (memory, and
+memory + generator parameters: the paper's total constraint) are logged as ``cl/...``, and R is written to the run
+directory as CSV, JSON and a PNG heatmap (``accuracy_matrix*``, ``continual.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from lossy_memory.memory.replay import evaluating
+from lossy_memory.metrics.continual import AccuracyMatrix, correct_counts, summarize
+from lossy_memory.nets import Classifier
+from lossy_memory.strategies import ContinualStrategy, EpisodicMemory, StrategyContext
+
+
+class ContinualLearner(L.LightningModule):
+    """See the module docstring. ``classifier``: a partial completed with ``image_shape`` and ``num_classes`` (checked
+    against the stream's). ``eval_max_examples``: evaluate on at most this many test examples per task (None: all)."""
+
+    def __init__(
+        self,
+        classifier: Callable[..., Classifier],
+        optimizer: Callable[..., torch.optim.Optimizer],
+        strategy: ContinualStrategy,
+        image_shape: Sequence[int],
+        num_classes: int,
+        memory: EpisodicMemory | None = None,
+        generator_steps: int = 1,
+        eval_batch_size: int = 1000,
+        eval_max_examples: int | None = None,
+        output_dir: str | None = None,
+    ):
+        super().__init__()
+        if not isinstance(strategy, ContinualStrategy):
+            raise ValueError(f"model.strategy must be a ContinualStrategy (conf/strategy), got {type(strategy).__name__}")
+        if memory is not None and not isinstance(memory, EpisodicMemory):
+            raise ValueError(f"model.memory must be an EpisodicMemory (conf/memory) or null, got {type(memory).__name__}")
+        if generator_steps < 0 or eval_batch_size < 1 or (eval_max_examples is not None and eval_max_examples < 1):
+            raise ValueError(f"model.generator_steps must be >= 0, model.eval_batch_size and model.eval_max_examples >= 1, got "
+                             f"{generator_steps}, {eval_batch_size}, {eval_max_examples}")
+        if not strategy.uses_memory:
+            memory = None  # a memory-free strategy (fine-tuning) stores nothing and trains no generator
+        self.automatic_optimization = False
+        self.image_shape, self.num_classes = tuple(int(s) for s in image_shape), int(num_classes)
+        self.net = classifier(image_shape=self.image_shape, num_classes=self.num_classes)
+        self.optimizer_factory = optimizer
+        self.strategy, self.memory = strategy, memory
+        self.generator_steps = int(generator_steps)
+        self.eval_batch_size, self.eval_max_examples = int(eval_batch_size), eval_max_examples
+        self.output_dir = None if output_dir is None else Path(output_dir)
+        self.task_classes: list[tuple[int, ...]] = []
+        self.current_task = -1
+        self.tasks_done = 0
+        self.matrices: dict[str, AccuracyMatrix] = {}
+        self.results: dict[str, Any] = {}
+        self._start_time: float | None = None
+
+    @property
+    def generator(self):
+        return None if self.memory is None else self.memory.generator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.strategy.predict(x)
+
+    # -- set-up: every check before any training -------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if self.matrices:
+            return
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        if datamodule is None or not hasattr(datamodule, "task_classes"):
+            raise ValueError("ContinualLearner trains on a task stream: use a stream datamodule (data=mnist_split, "
+                             "mnist_permuted, cifar100_stream, omniglot_stream)")
+        datamodule.setup(stage)
+        if datamodule.num_classes != self.num_classes:
+            raise ValueError(f"model.num_classes={self.num_classes} but the stream {datamodule.name} has "
+                             f"{datamodule.num_classes} classes: set model.num_classes={datamodule.num_classes}")
+        if tuple(datamodule.image_shape) != self.image_shape:
+            raise ValueError(f"model.image_shape={list(self.image_shape)} but the stream's images are {list(datamodule.image_shape)}")
+        if stage == "fit" and self.trainer.max_epochs not in (1, None):
+            raise ValueError(f"a task stream is seen once: set trainer.max_epochs=1 (got {self.trainer.max_epochs})")
+        self.task_classes = [tuple(c) for c in datamodule.task_classes]
+        num_tasks = datamodule.num_tasks
+        if self.memory is not None:
+            self.memory.build(self.image_shape, self.num_classes, num_tasks)
+        self.strategy.setup(StrategyContext(
+            net=self.net, optimizer=None, num_classes=self.num_classes, task_classes=self.task_classes,
+            memory=self.memory, backward=self.manual_backward, task_train_set=datamodule.task_train_set))
+        self.matrices = {"agnostic": AccuracyMatrix(num_tasks), "aware": AccuracyMatrix(num_tasks)}
+
+    def configure_optimizers(self):
+        optimizers = [self.optimizer_factory(params=self.net.parameters())]
+        if self.generator is not None and self.generator_steps:
+            optimizers.append(self.generator.optimizer_factory(params=self.generator.parameters()))
+        return optimizers
+
+    def _optimizers(self) -> list:
+        optimizers = self.optimizers()
+        return optimizers if isinstance(optimizers, list) else [optimizers]
+
+    def on_train_start(self) -> None:
+        self.strategy.ctx.optimizer = self._optimizers()[0]
+        if self.current_task < 0 and self.matrices["agnostic"].random_init is None:
+            agnostic, aware = self.evaluate_tasks()
+            self.matrices["agnostic"].set_random_init(agnostic)
+            self.matrices["aware"].set_random_init(aware)
+        self._start_time = time.perf_counter()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+
+    # -- the stream -------------------------------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        tasks = batch["task"]
+        task = int(tasks[0])
+        if (tasks != task).any():
+            raise ValueError("a batch holds examples of two tasks: the stream must not mix tasks within a batch")
+        if task != self.current_task:
+            if task < self.current_task:
+                raise ValueError(f"task {task} came after task {self.current_task}: a stream runs its tasks in order")
+            if self.current_task >= 0:
+                self.end_task(self.current_task)
+            self.current_task = task
+            self.strategy.before_task(task)
+        logs = {}
+        if self.generator is not None and self.generator_steps:
+            logs["generator_loss"] = self.generator_update(batch["x"])
+        logs.update(self.strategy.observe(batch))
+        self.log_dict({f"train/{k}": v for k, v in logs.items()}, on_step=True, on_epoch=False, batch_size=len(tasks))
+
+    def generator_update(self, x: torch.Tensor) -> float:
+        optimizer = self._optimizers()[1]
+        for _ in range(self.generator_steps):
+            loss = self.memory.generator_loss(x)  # recollections drawn before the update
+            optimizer.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            optimizer.step()
+        return loss.item()
+
+    def end_task(self, task: int) -> None:
+        self.strategy.after_task(task)
+        if self.memory is not None:
+            self.memory.end_task(task)
+        agnostic, aware = self.evaluate_tasks()
+        self.matrices["agnostic"].set_row(task, agnostic)
+        self.matrices["aware"].set_row(task, aware)
+        self.tasks_done = task + 1
+        seen = agnostic[: task + 1]
+        row = {"cl/seen_tasks_accuracy": sum(seen) / len(seen), "cl/tasks_done": float(task + 1),
+               **{f"cl/after_task/task{j}_accuracy": a for j, a in enumerate(agnostic)}}
+        for logger in self.loggers:  # straight to the loggers: also called from on_train_epoch_end
+            logger.log_metrics(row, step=self.global_step)
+
+    def on_train_epoch_end(self) -> None:
+        if self.current_task >= 0 and self.tasks_done <= self.current_task:
+            self.end_task(self.current_task)
+        self.finish()
+
+    # -- evaluation ------------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate_tasks(self) -> tuple[list[float], list[float]]:
+        """(task-agnostic, task-aware) accuracy on every task's test set with the current model."""
+        datamodule = self.trainer.datamodule
+        agnostic, aware = [], []
+        with evaluating(self.net):
+            for j, classes in enumerate(self.task_classes):
+                data = datamodule.task_test_set(j)
+                count = len(data) if self.eval_max_examples is None else min(len(data), self.eval_max_examples)
+                hits = [0, 0]
+                for start in range(0, count, self.eval_batch_size):
+                    stop = min(start + self.eval_batch_size, count)
+                    x = data.images[start:stop].to(self.device).float() / 255
+                    y = data.labels[start:stop].to(self.device)
+                    for k, n in enumerate(correct_counts(self.strategy.predict(x), y, classes)):
+                        hits[k] += n
+                agnostic.append(hits[0] / count)
+                aware.append(hits[1] / count)
+        return agnostic, aware
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        accuracy = (self.strategy.predict(batch["x"]).argmax(1) == batch["y"]).float().mean()
+        self.log("val/accuracy", accuracy, on_epoch=True, batch_size=len(batch["x"]))
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        logits = self.strategy.predict(batch["x"])
+        agnostic, aware = correct_counts(logits, batch["y"], self.task_classes[dataloader_idx])
+        n = len(batch["y"])
+        split = f"test_task{dataloader_idx}"
+        self.log_dict({f"{split}/accuracy": agnostic / n, f"{split}/task_aware_accuracy": aware / n},
+                      on_epoch=True, batch_size=n, add_dataloader_idx=False)
+
+    # -- results -----------------------------------------------------------------------------------------------------
+    def storage_report(self) -> dict[str, float]:
+        memory_bits = 0 if self.memory is None else self.memory.bits_used()
+        generator_bits = 0 if self.memory is None else self.memory.generator_bits()
+        report = {"memory_bits": memory_bits, "generator_parameter_bits": generator_bits,
+                  "total_bits": memory_bits + generator_bits, "memory_items": 0 if self.memory is None else len(self.memory)}
+        if self.memory is not None and self.memory.image_shape is not None:
+            report["budget_bits"] = self.memory.budget_bits
+        return report
+
+    def finish(self) -> None:
+        done = self.tasks_done
+        results: dict[str, Any] = {"tasks_trained": done, "num_tasks": len(self.task_classes)}
+        for name, matrix in self.matrices.items():
+            b = None if matrix.random_init is None else matrix.random_init[:done]
+            metrics = summarize(matrix.values[:done, :done], b) if done else {}
+            prefix = "" if name == "agnostic" else "task_aware_"
+            results.update({f"{prefix}{k}": v for k, v in metrics.items()})
+        results["wall_time_s"] = time.perf_counter() - (self._start_time or time.perf_counter())
+        results["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        if torch.cuda.is_available():
+            results["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        results.update({f"storage_{k}": float(v) for k, v in self.storage_report().items()})
+        self.results = results
+        self.log_dict({f"cl/{k}": float(v) for k, v in results.items() if not math.isnan(float(v))}, on_epoch=True, batch_size=1)
+        if self.trainer.is_global_zero:
+            self.write_results()
+
+    def write_results(self) -> None:
+        folder = self.output_dir or Path(self.trainer.default_root_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        record = {"metrics": self.results, "task_classes": [list(c) for c in self.task_classes]}
+        for name, matrix in self.matrices.items():
+            suffix = "" if name == "agnostic" else "_task_aware"
+            record[f"accuracy_matrix{suffix}"] = [[None if math.isnan(v) else v for v in row] for row in matrix.values.tolist()]
+            record[f"random_init_accuracy{suffix}"] = None if matrix.random_init is None else matrix.random_init.tolist()
+            write_matrix_csv(folder / f"accuracy_matrix{suffix}.csv", matrix.values)
+            plot_matrix(folder / f"accuracy_matrix{suffix}.png", matrix.values,
+                        f"R[i, j] ({'task-agnostic' if not suffix else 'task-aware'}), final avg {self.results.get(('task_aware_' if suffix else '') + 'final_average_accuracy', float('nan')):.3f}")
+        (folder / "continual.json").write_text(json.dumps(record, indent=2))
+        for logger in self.loggers:
+            if hasattr(logger, "log_table"):  # W&B
+                columns = [f"task {j}" for j in range(len(self.task_classes))]
+                logger.log_table("cl/accuracy_matrix", columns=columns, data=self.matrices["agnostic"].values.tolist())
+            elif hasattr(getattr(logger, "experiment", None), "add_text"):  # TensorBoard
+                logger.experiment.add_text("cl/accuracy_matrix", (folder / "accuracy_matrix.csv").read_text())
+
+    # -- checkpoints ----------------------------------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["continual"] = {"current_task": self.current_task, "tasks_done": self.tasks_done,
+                                   "strategy": self.strategy.state_dict(),
+                                   "matrices": {k: m.state_dict() for k, m in self.matrices.items()}}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("continual")
+        if state is None:
+            return
+        self.current_task, self.tasks_done = state["current_task"], state["tasks_done"]
+        self.strategy.load_state_dict(state["strategy"])
+        for k, m in self.matrices.items():
+            m.load_state_dict(state["matrices"][k])
+
+
+def write_matrix_csv(path: Path, values: torch.Tensor) -> None:
+    lines = ["trained_through," + ",".join(f"task{j}" for j in range(values.shape[1]))]
+    lines += [f"task{i}," + ",".join("" if math.isnan(v) else f"{v:.4f}" for v in row) for i, row in enumerate(values.tolist())]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def plot_matrix(path: Path, values: torch.Tensor, title: str) -> None:
+    """A heatmap of R with the values written in (Agg canvas: no GUI backend)."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    T = values.shape[0]
+    size = min(12.0, 2.0 + 0.45 * T)
+    figure = Figure(figsize=(size, size * 0.85), layout="constrained")
+    axes = figure.subplots()
+    image = axes.imshow(values.numpy(), vmin=0, vmax=1, cmap="viridis")
+    figure.colorbar(image, ax=axes, label="accuracy")
+    for axis in (axes.xaxis, axes.yaxis):
+        axis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_xlabel("evaluated on task j")
+    axes.set_ylabel("after training task i")
+    axes.set_title(title)
+    if T <= 20:
+        for i in range(T):
+            for j in range(T):
+                v = float(values[i, j])
+                if not math.isnan(v):
+                    axes.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=7, color="white" if v < 0.6 else "black")
+    figure.savefig(path, dpi=110)

@@ -1,0 +1,100 @@
+"""The continual learner end to end: a few tasks of real split MNIST fill an accuracy matrix of the right shape and
+write it with the run; recollection replay stores more items in the same bits; bad input fails before training."""
+
+import json
+import math
+
+import pytest
+import torch
+from data_formats import write_cifar100
+from hydra.utils import instantiate
+
+from conftest import compose_config
+from lossy_memory.train import train
+
+FAST = ["+trainer.enable_progress_bar=false", "callbacks.rich_progress_bar=null", "logger=csv"]
+
+
+def run(overrides, tmp_path, data_dir):
+    cfg = compose_config([*overrides, *FAST, f"paths.data_dir={data_dir}"], tmp_path / "run")
+    return train(cfg), tmp_path / "run"
+
+
+def test_split_mnist_fills_the_accuracy_matrix_and_saves_it(real_data_dir, tmp_path, one_thread):
+    metrics, run_dir = run(["+experiment=mnist_split_lifelong", "data.num_tasks=3", "data.batch_size=100",
+                            "model.eval_max_examples=400"], tmp_path, real_data_dir)
+    record = json.loads((run_dir / "continual.json").read_text())
+    R = torch.tensor(record["accuracy_matrix"], dtype=torch.float64)
+    aware = torch.tensor(record["accuracy_matrix_task_aware"], dtype=torch.float64)
+    assert R.shape == aware.shape == (3, 3) and not R.isnan().any()
+    assert (aware >= R - 1e-9).all()  # restricting to the task's classes can only help
+    assert R[0, 0] > 0.9 and R[1, 1] > 0.8  # each new pair of digits is learnt
+    assert R[0, 1] == 0.0  # class-incremental: digits 2 and 3 are never predicted before they are seen
+    assert len(record["random_init_accuracy"]) == 3
+    assert metrics["cl/final_average_accuracy"] == pytest.approx(float(R[-1].mean()))
+    assert metrics["cl/tasks_trained"] == 3 and metrics["cl/storage_memory_items"] == 10
+    assert metrics["cl/storage_memory_bits"] == 10 * (784 * 8 + 16) and metrics["cl/wall_time_s"] > 0 and metrics["cl/peak_memory_mb"] > 0
+    for name in ("accuracy_matrix.csv", "accuracy_matrix.png", "accuracy_matrix_task_aware.csv", "accuracy_matrix_task_aware.png"):
+        assert (run_dir / name).stat().st_size > 0
+    rows = (run_dir / "accuracy_matrix.csv").read_text().splitlines()
+    assert rows[0] == "trained_through,task0,task1,task2" and len(rows) == 4
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert torch.equal(checkpoint["continual"]["matrices"]["agnostic"]["values"], R)
+    assert "memory._extra_state" in checkpoint["state_dict"]
+
+
+@pytest.mark.slow  # about 15 s: the DiscreteVAE trains online
+def test_recollection_replay_keeps_more_items_in_the_same_bits(real_data_dir, tmp_path, one_thread):
+    metrics, run_dir = run(["+experiment=mnist_split_lifelong", "memory=recollection", "data.num_tasks=2", "data.batch_size=500",
+                            "strategy.replay_size=20", "memory.generator_replay_size=20",
+                            "model.eval_max_examples=200", "memory.generator.hidden=8"], tmp_path, real_data_dir)
+    budget = 10 * (784 * 8 + 16)
+    assert metrics["cl/storage_budget_bits"] == budget
+    assert metrics["cl/storage_memory_items"] == budget // (38 + 16)  # one bitstream: no per-item padding
+    assert metrics["cl/storage_memory_bits"] <= budget
+    assert metrics["cl/storage_generator_parameter_bits"] > 0
+    assert metrics["cl/storage_total_bits"] == metrics["cl/storage_memory_bits"] + metrics["cl/storage_generator_parameter_bits"]
+    assert not math.isnan(metrics["cl/final_average_accuracy"])
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["strategy=icarl", "memory.layout=shared"], "disjoint classes"),
+    (["memory.lossless_equivalent=null", "memory.budget_bits=1000"], "holds no lossless item"),
+    (["strategy.steps=0"], "steps"),
+    (["model.num_classes=5"], "model.num_classes=10"),
+    (["trainer.max_epochs=2"], "seen once"),
+])
+def test_bad_input_fails_before_training(overrides, message, real_data_dir, tmp_path, one_thread):
+    with pytest.raises(Exception) as caught:
+        run(["+experiment=mnist_permuted_lifelong", "data.num_tasks=2", "data.samples_per_task=50", *overrides], tmp_path, real_data_dir)
+    error = caught.value
+    while not isinstance(error, ValueError) and error.__cause__ is not None:  # Hydra wraps errors raised by instantiate
+        error = error.__cause__
+    assert isinstance(error, ValueError) and message in str(error), repr(caught.value)
+    assert not (tmp_path / "run" / "continual.json").exists()
+
+
+@pytest.mark.parametrize(("experiment", "strategy"), [
+    *[("mnist_split_lifelong", s) for s in ("finetune", "replay", "gem", "agem", "derpp", "icarl")],
+    ("mnist_permuted_lifelong", "gem"), ("omniglot_lifelong", "replay"), ("cifar100_lifelong", "replay"),
+])
+def test_strategies_and_experiments_build(experiment, strategy, tmp_path):
+    overrides = [f"+experiment={experiment}", f"strategy={strategy}"]
+    if experiment in ("omniglot_lifelong", "cifar100_lifelong"):
+        overrides.append("memory.generator.hidden=4")  # the recollection memory's DiscreteVAE, small for the test
+    cfg = compose_config(overrides, tmp_path / "run")
+    model = instantiate(cfg.model)
+    assert model.net.num_classes == cfg.model.num_classes
+    assert (model.memory is None) == (strategy == "finetune")
+    assert (model.generator is not None) == (experiment in ("omniglot_lifelong", "cifar100_lifelong"))
+
+
+@pytest.mark.slow
+def test_cifar100_lifelong_runs_on_cifar_format_files(tmp_path, one_thread):
+    write_cifar100(tmp_path / "data")
+    metrics, run_dir = run(["+experiment=cifar100_lifelong", "data.num_tasks=3", "data.download=false", "memory.generator.latent.c=48"],
+                           tmp_path, tmp_path / "data")
+    R = torch.tensor(json.loads((run_dir / "continual.json").read_text())["accuracy_matrix"])
+    assert R.shape == (3, 3) and not R.isnan().any()
+    assert metrics["cl/storage_budget_bits"] == 200 * (3 * 32 * 32 * 8 + 16)
+    assert metrics["cl/storage_memory_items"] == 30  # every example of the 3 small tasks fits as 48-bit recollections
