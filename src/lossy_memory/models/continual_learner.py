@@ -13,12 +13,22 @@ model gives b, for forward transfer. At the end of the pass: the metrics of ``lo
 (over the tasks trained, should the pass be cut short), wall time, peak memory and the bits stored (memory, and
 memory + generator parameters: the paper's total constraint) are logged as ``cl/...``, and R is written to the run
 directory as CSV, JSON and a PNG heatmap (``accuracy_matrix*``, ``continual.json``).
+
+Resuming mid-stream (``ckpt_path`` of a checkpoint taken every ``callbacks.model_checkpoint.every_n_train_steps``):
+checkpoints carry, besides the weights of the classifier and the generator and both optimizers' states, the memory
+(stores, their RNGs, the generator's snapshot), the strategy's state, the accuracy matrices, the stream position
+(incoming batches trained) and the global RNG states (torch, CUDA, Python, NumPy: the Gumbel-softmax noise).
+Lightning restores its batch counter but, for a data loader without ``state_dict``, starts the stream over from
+its first batch while still ending the epoch after the stream's length: the learner therefore wraps the stream's
+batch sampler (``ResumableBatches``) so that the resumed iteration skips the batches already trained, and puts the
+global RNG states back just before the first resumed update; the run then continues exactly as it would have.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import random
 import resource
 import time
 from collections.abc import Callable, Sequence
@@ -26,7 +36,9 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
+from torch.utils.data import DataLoader, Sampler
 
 from lossy_memory.memory.replay import evaluating
 from lossy_memory.metrics.continual import AccuracyMatrix, correct_counts, summarize
@@ -75,6 +87,9 @@ class ContinualLearner(L.LightningModule):
         self.matrices: dict[str, AccuracyMatrix] = {}
         self.results: dict[str, Any] = {}
         self._start_time: float | None = None
+        self.stream_position = 0  # incoming batches trained so far
+        self._resume_skip = 0  # batches the next iteration of the stream skips (set by on_load_checkpoint)
+        self._rng_to_restore: dict[str, Any] | None = None
 
     @property
     def generator(self):
@@ -107,6 +122,8 @@ class ContinualLearner(L.LightningModule):
             net=self.net, optimizer=None, num_classes=self.num_classes, task_classes=self.task_classes,
             memory=self.memory, backward=self.manual_backward, task_train_set=datamodule.task_train_set))
         self.matrices = {"agnostic": AccuracyMatrix(num_tasks), "aware": AccuracyMatrix(num_tasks)}
+        if stage == "fit":
+            make_resumable(datamodule, self)
 
     def configure_optimizers(self):
         optimizers = [self.optimizer_factory(params=self.net.parameters())]
@@ -130,6 +147,9 @@ class ContinualLearner(L.LightningModule):
 
     # -- the stream -------------------------------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        if self._rng_to_restore is not None:  # the first update after resuming draws the noise the uninterrupted run drew
+            set_rng_states(self._rng_to_restore)
+            self._rng_to_restore = None
         tasks = batch["task"]
         task = int(tasks[0])
         if (tasks != task).any():
@@ -145,6 +165,7 @@ class ContinualLearner(L.LightningModule):
         if self.generator is not None and self.generator_steps:
             logs["generator_loss"] = self.generator_update(batch["x"])
         logs.update(self.strategy.observe(batch))
+        self.stream_position += 1
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, on_step=True, on_epoch=False, batch_size=len(tasks))
 
     def generator_update(self, x: torch.Tensor) -> float:
@@ -259,7 +280,8 @@ class ContinualLearner(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["continual"] = {"current_task": self.current_task, "tasks_done": self.tasks_done,
                                    "strategy": self.strategy.state_dict(),
-                                   "matrices": {k: m.state_dict() for k, m in self.matrices.items()}}
+                                   "matrices": {k: m.state_dict() for k, m in self.matrices.items()},
+                                   "stream_position": self.stream_position, "rng": rng_states()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("continual")
@@ -269,6 +291,63 @@ class ContinualLearner(L.LightningModule):
         self.strategy.load_state_dict(state["strategy"])
         for k, m in self.matrices.items():
             m.load_state_dict(state["matrices"][k])
+        self.stream_position = self._resume_skip = int(state.get("stream_position", 0))
+        self._rng_to_restore = state.get("rng")
+
+
+class ResumableBatches(Sampler[list[int]]):
+    """A stream's batch sampler whose next iteration skips the ``learner._resume_skip`` batches already trained
+    (read when iteration starts: after the checkpoint was loaded). Its length stays the whole stream's, which is
+    what Lightning's restored batch counter counts against."""
+
+    def __init__(self, batches: Sampler[list[int]], learner: ContinualLearner):
+        self.batches, self.learner = batches, learner
+
+    def __iter__(self):
+        skip, self.learner._resume_skip = self.learner._resume_skip, 0
+        for i, batch in enumerate(self.batches):
+            if i >= skip:
+                yield batch
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def make_resumable(datamodule: L.LightningDataModule, learner: ContinualLearner) -> None:
+    """Wrap the stream's ``train_dataloader`` (once) so its loader's batch sampler is a ``ResumableBatches``."""
+    make_loader = datamodule.train_dataloader
+    if getattr(make_loader, "resumable", False):
+        make_loader.learner = learner
+        return
+
+    def train_dataloader() -> DataLoader:
+        loader = make_loader()
+        if loader.batch_sampler is None:
+            raise ValueError("a task stream's train loader must use a batch sampler")
+        return DataLoader(loader.dataset, batch_sampler=ResumableBatches(loader.batch_sampler, train_dataloader.learner),
+                          collate_fn=loader.collate_fn, num_workers=loader.num_workers, pin_memory=loader.pin_memory)
+
+    train_dataloader.resumable, train_dataloader.learner = True, learner
+    datamodule.train_dataloader = train_dataloader
+
+
+def rng_states() -> dict[str, Any]:
+    """The global RNG states, in types a ``weights_only`` checkpoint load accepts (NumPy's key as a tensor)."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    states = {"torch": torch.get_rng_state(), "python": random.getstate(),
+              "numpy": (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached))}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    random.setstate(states["python"])
+    name, keys, pos, has_gauss, cached = states["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 def write_matrix_csv(path: Path, values: torch.Tensor) -> None:

@@ -75,8 +75,10 @@ class EpisodicMemory(nn.Module):
         sampling: SamplingStrategy | None = None,
         seed: int = 0,
         device: str = "cpu",
+        count_generator: bool = False,
     ):
         super().__init__()
+        self.count_generator = bool(count_generator)  # total constraint (Table 5): the generator's parameter bits come out of the budget
         if kind not in KINDS:
             raise ValueError(f"memory.kind must be one of {KINDS}, got {kind!r}")
         if layout not in LAYOUTS:
@@ -124,6 +126,11 @@ class EpisodicMemory(nn.Module):
             self.budget_bits = float(self.lossless_equivalent) * lossless_bits(self.image_shape, self.num_classes, self.num_tasks)
         else:
             self.budget_bits = float(self.requested_bits)
+        if self.count_generator:
+            total, self.budget_bits = self.budget_bits, self.budget_bits - self.generator_bits()
+            if self.budget_bits <= 0:
+                raise ValueError(f"total constraint: the generator's parameters take {self.generator_bits()} bits, the whole budget "
+                                 f"is {total:.0f}: raise the budget or shrink the generator (memory.generator.hidden, latent c)")
         self.stores, self._rng = {}, torch.Generator().manual_seed(self.seed)
         share = self.store_budget()
         try:

@@ -1,0 +1,64 @@
+"""Tables 4 and 5: the multirun configs compose to the runs they promise, and continual_report pools seeds."""
+
+import json
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from lossy_memory.continual_report import gather, main
+from lossy_memory.runtime import CONFIG_DIR
+
+
+@pytest.mark.parametrize("name", ["table4_mnist_split", "table4_mnist_permuted", "table4_omniglot", "table4_cifar100", "table5_mnist_split"])
+def test_table_sweeps_compose(name):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"+experiment={name}"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    assert cfg.hydra.mode.name == "MULTIRUN" and params["seed"] == "0,1,2"
+    if name.startswith("table4"):
+        assert params["memory"] == "lossless,recollection" and params["memory.lossless_equivalent"] == "10,50,200"
+    else:
+        assert params["memory"] == "lossless,recollection_c76" and cfg.memory.count_generator
+
+
+def test_total_constraint_counts_the_generator():
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["+experiment=table5_mnist_split", "memory=recollection_c76"])
+        cfg_incremental = compose(config_name="train", overrides=["+experiment=table5_mnist_split", "memory=recollection_c76",
+                                                                  "memory.count_generator=false"])
+    total, incremental = instantiate(cfg.memory), instantiate(cfg_incremental.memory)
+    for memory in (total, incremental):
+        memory.build((1, 28, 28), 10, 5)
+    assert total.generator.latent.c == 76
+    assert incremental.budget_bits == 500 * (784 * 8 + 16)
+    assert total.budget_bits == incremental.budget_bits - total.generator_bits() > 0
+    assert total.capacity < incremental.capacity
+
+
+def fake_run(folder, seed, kind, budget, accuracy):
+    (folder / ".hydra").mkdir(parents=True)
+    memory = {"kind": kind, "lossless_equivalent": budget, "budget_bits": None, "count_generator": False,
+              "generator": None if kind == "lossless" else {"latent": {"c": 38}}}
+    config = {"seed": seed, "data": {"_target_": "lossy_memory.data.SplitMNISTStream"},
+              "strategy": {"_target_": "lossy_memory.strategies.ExperienceReplay"}, "memory": memory}
+    (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    metrics = {"tasks_trained": 5, "num_tasks": 5, "final_average_accuracy": accuracy, "task_aware_final_average_accuracy": accuracy + 0.1,
+               "forgetting": 0.5, "storage_memory_items": 10 if kind == "lossless" else 1164}
+    (folder / "continual.json").write_text(json.dumps({"metrics": metrics}))
+
+
+def test_report_pools_seeds_and_writes_csv(tmp_path, capsys):
+    for i, (seed, kind, accuracy) in enumerate([(0, "lossless", 0.2), (1, "lossless", 0.4), (0, "recollection", 0.5)]):
+        fake_run(tmp_path / "sweep" / str(i), seed, kind, 10, accuracy)
+    rows = gather([tmp_path / "sweep"])
+    assert [(r["memory"], r["seeds"]) for r in rows] == [("lossless", 2), ("recollection c=38", 1)]
+    assert rows[0]["final_average_accuracy"] == "0.300 ± 0.141" and rows[1]["final_average_accuracy"] == "0.500"
+    main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out")])
+    printed = capsys.readouterr().out
+    assert "| SplitMNISTStream | ExperienceReplay | lossless | 10 | incremental | 2 | 0.300 ± 0.141" in printed
+    assert (tmp_path / "out" / "continual.csv").read_text().splitlines()[0].startswith("stream,strategy,memory,budget,constraint,seeds")
+    fake_run(tmp_path / "sweep" / "3", 0, "lossless", 10, 0.9)  # the same seed twice: not pooled silently
+    with pytest.raises(ValueError, match="same seed twice"):
+        gather([tmp_path / "sweep"])
