@@ -101,7 +101,7 @@ def test_coarse_labels_contradicting_fine_labels_are_corrupt(tmp_path: Path) -> 
         CIFAR100DataModule(tmp_path, download=False).setup()
 
 
-@pytest.mark.parametrize("name, module, overrides", [("cifar10", CIFAR10DataModule, []), ("cifar100", CIFAR100DataModule, ["data.label_type=coarse"])])
+@pytest.mark.parametrize("name, module, overrides", [("cifar10", CIFAR10DataModule, []), ("cifar100", CIFAR100DataModule, ["data.label_type=coarse", "data.num_classes=20"])])
 def test_configs_instantiate_the_datamodules(tmp_path: Path, name: str, module: type, overrides: list[str]) -> None:
     write_cifar10(tmp_path)
     write_cifar100(tmp_path)

@@ -140,7 +140,9 @@ def test_bad_options_are_rejected(tmp_path: Path) -> None:
 def test_config_instantiates_the_datamodule(omniglot_root) -> None:
     root, _ = omniglot_root
     cfg = compose_config(["data=omniglot", f"paths.data_dir={root}", "data.download=false"], root / "run")
-    dm = instantiate(cfg.data)
+    with pytest.raises(ValueError, match="has 5 classes but data.num_classes is 1623: set data.num_classes=5"):
+        instantiate(cfg.data).setup()  # a partial copy must not silently size classifiers for all 1623
+    dm = instantiate(cfg.data, num_classes=5)
     dm.setup()
     assert isinstance(dm, OmniglotDataModule) and dm.image_shape == (1, 28, 28) and dm.num_classes == 5
 
