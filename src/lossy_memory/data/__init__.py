@@ -9,6 +9,7 @@ from lossy_memory.data.omniglot import OmniglotDataModule
 from lossy_memory.data.streams import (
     CIFAR100Stream,
     ClassSplitStream,
+    LongTermRetentionStream,
     OmniglotStream,
     PermutedMNISTStream,
     RotatedMNISTStream,
@@ -28,6 +29,7 @@ __all__ = [
     "DatasetUnavailableError",
     "ImageDataModule",
     "ImageTensorDataset",
+    "LongTermRetentionStream",
     "MNISTDataModule",
     "OmniglotDataModule",
     "OmniglotStream",

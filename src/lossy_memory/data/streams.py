@@ -113,8 +113,7 @@ class TaskStreamDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        self.source.check_available()
-        stream = self.make_tasks(self.source.load_split(train=True), self.source.load_split(train=False))
+        stream = self.build_stream()
         available = len(stream.classes)
         if available == 0:
             raise ValueError(f"{self.name}: no tasks: no class in {self.source.folder} belongs to a task")
@@ -129,6 +128,11 @@ class TaskStreamDataModule(L.LightningDataModule):
         self.task_classes = stream.classes[:requested]
         self.train_set = stream.train.subset(slice(0, self._train_bounds[-1][1]))
         self.val_set = stream.test.subset(slice(0, self._test_bounds[-1][1]))
+
+    def build_stream(self) -> StreamData:
+        """Every task the stream has, read from the source (``setup`` keeps the first ``num_tasks``)."""
+        self.source.check_available()
+        return self.make_tasks(self.source.load_split(train=True), self.source.load_split(train=False))
 
     # -- the stream's shape --------------------------------------------------------------------------
     @property
@@ -375,3 +379,77 @@ class RotatedMNISTStream(TransformedMNISTStream):
         # pixel nearest-neighbour rotation reads; 0 is the fill outside the rotated frame.
         index = torch.arange(1, math.prod(image_shape) + 1, dtype=torch.float32).view(image_shape)
         return F.rotate(index, angle, interpolation=InterpolationMode.NEAREST).flatten().round().long() - 1
+
+
+class LongTermRetentionStream(TaskStreamDataModule):
+    """A task stream followed by one more task, a "retention" phase of ``examples`` training examples of another
+    dataset (the paper's Figure 4: the CIFAR-100 stream, then CIFAR-10), during which the learner measures how much
+    of the stream it retains every ``interval`` examples (``retention_task``/``retention_interval``, read by the
+    ContinualLearner).
+
+    The extra dataset's labels are offset by the stream's number of classes (CIFAR-10 class k is label 100 + k), so
+    one classifier head covers both (110 outputs) and evaluation stays task-agnostic over every class, as for the
+    stream itself: no learner, strategy or classifier change, and forgetting of CIFAR-100 shows as CIFAR-10 classes
+    taking over the argmax, which is what retention measures. The phase is task ``stream tasks``: it also gets a row
+    and a column in R. Its examples are a seeded permutation of the extra training set, repeated when ``examples``
+    exceeds it (each repetition is a copy in memory: 150 MB per CIFAR-10 pass); its test set is the extra test set.
+    """
+
+    def __init__(self, stream: TaskStreamDataModule, extra: ImageDataModule, examples: int, interval: int,
+                 image_shape: Sequence[int] | None = None, batch_size: int = 10, eval_batch_size: int = 1000, seed: int = 0):
+        if not isinstance(stream, TaskStreamDataModule) or not isinstance(extra, ImageDataModule):
+            raise ValueError(f"data.stream must be a task stream and data.extra an image datamodule, got "
+                             f"{type(stream).__name__} and {type(extra).__name__}")
+        if examples < 1 or interval < 1:
+            raise ValueError(f"data.examples and data.interval must be >= 1, got {examples} and {interval}")
+        if interval > examples:
+            raise ValueError(f"data.interval={interval} exceeds data.examples={examples}: the retention curve would be empty")
+        super().__init__(stream.source, num_tasks=None, batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed)
+        self.stream, self.extra = stream, extra
+        self.examples, self.retention_interval = int(examples), int(interval)
+        self.expected_shape = None if image_shape is None else tuple(int(s) for s in image_shape)
+        self.name = f"{stream.name} then {extra.name}"
+
+    def prepare_data(self) -> None:
+        self.stream.prepare_data()
+        self.extra.prepare_data()
+
+    @property
+    def label_offset(self) -> int:
+        return self.stream.source.num_classes
+
+    @property
+    def num_classes(self) -> int:
+        self.setup()
+        return self.label_offset + self.extra.num_classes
+
+    @property
+    def retention_task(self) -> int:
+        return self.num_tasks - 1
+
+    def make_tasks(self, train: ImageTensorDataset, test: ImageTensorDataset) -> StreamData:
+        raise NotImplementedError("built by build_stream from the stream and the extra dataset")
+
+    def build_stream(self) -> StreamData:
+        inner = self.stream.build_stream()
+        kept = len(inner.classes) if self.stream.num_tasks_requested is None else self.stream.num_tasks_requested
+        if kept > len(inner.classes):
+            raise ValueError(f"{self.stream.name}: data.stream.num_tasks={kept} but the stream has only {len(inner.classes)} tasks")
+        self.extra.check_available()
+        extra_train, extra_test = self.extra.load_split(train=True), self.extra.load_split(train=False)
+        shape = inner.train.image_shape
+        for name, got in (("data.extra", extra_train.image_shape), ("data.image_shape", self.expected_shape or shape)):
+            if tuple(got) != tuple(shape):
+                raise ValueError(f"{self.name}: the stream's images are {list(shape)} but {name} gives {list(got)}")
+        generator = torch.Generator().manual_seed(self.seed)
+        passes = math.ceil(self.examples / len(extra_train))
+        order = torch.cat([torch.randperm(len(extra_train), generator=generator) for _ in range(passes)])[: self.examples]
+
+        def joined(base: ImageTensorDataset, extra: ImageTensorDataset) -> ImageTensorDataset:
+            keep = base.tasks < kept  # grouped by task: the first tasks are a prefix
+            return ImageTensorDataset(torch.cat([base.images[keep], extra.images]),
+                                      torch.cat([base.labels[keep], extra.labels + self.label_offset]),
+                                      torch.cat([base.tasks[keep], torch.full((len(extra),), kept, dtype=torch.long)]))
+
+        classes = [*inner.classes[:kept], tuple(range(self.label_offset, self.label_offset + self.extra.num_classes))]
+        return StreamData(joined(inner.train, extra_train.subset(order)), joined(inner.test, extra_test), classes)

@@ -14,6 +14,17 @@ model gives b, for forward transfer. At the end of the pass: the metrics of ``lo
 memory + generator parameters: the paper's total constraint) are logged as ``cl/...``, and R is written to the run
 directory as CSV, JSON and a PNG heatmap (``accuracy_matrix*``, ``continual.json``).
 
+With a generator (recollection / mixed memory), its distortion (mean |x - x_hat| per pixel, on every task's test
+set seen so far, at most ``eval_max_examples`` per task) is measured before training and at every task boundary,
+against the number of incoming examples trained: the DiscreteVAE curves of the paper's Figure 3 (``generator_distortion``
+in ``continual.json``, ``cl/generator_distortion`` in the loggers).
+
+Long-term retention (the paper's Figure 4): a stream that names a ``retention_task`` (``data.LongTermRetentionStream``:
+CIFAR-100, then CIFAR-10 for a set number of examples) and a ``retention_interval`` gets, during that last phase, the
+task-agnostic accuracy averaged over the tasks before it measured every ``retention_interval`` incoming examples
+(``retention`` in ``continual.json``, ``retention.csv``, ``cl/retention``); ``retention_initial`` is the value when the
+phase starts, ``retention_final`` at its end.
+
 Resuming mid-stream (``ckpt_path`` of a checkpoint taken every ``callbacks.model_checkpoint.every_n_train_steps``):
 checkpoints carry, besides the weights of the classifier and the generator and both optimizers' states, the memory
 (stores, their RNGs, the generator's snapshot), the strategy's state, the accuracy matrices, the stream position
@@ -90,6 +101,13 @@ class ContinualLearner(L.LightningModule):
         self.stream_position = 0  # incoming batches trained so far
         self._resume_skip = 0  # batches the next iteration of the stream skips (set by on_load_checkpoint)
         self._rng_to_restore: dict[str, Any] | None = None
+        self.examples_seen = 0  # incoming examples trained so far
+        self.generator_curve: list[tuple[int, float]] = []  # (examples seen, generator distortion on the tasks seen)
+        self.retention_task: int | None = None  # set from the stream at setup
+        self.retention_interval: int | None = None
+        self.retention_seen = 0  # incoming examples of the retention phase trained so far
+        self.retention_initial: float | None = None
+        self.retention_curve: list[tuple[int, float]] = []  # (retention-phase examples, accuracy on the earlier tasks)
 
     @property
     def generator(self):
@@ -118,6 +136,12 @@ class ContinualLearner(L.LightningModule):
         num_tasks = datamodule.num_tasks
         if self.memory is not None:
             self.memory.build(self.image_shape, self.num_classes, num_tasks)
+        self.retention_task = getattr(datamodule, "retention_task", None)
+        self.retention_interval = getattr(datamodule, "retention_interval", None)
+        if self.retention_task is not None and (self.retention_interval is None or self.retention_interval < 1
+                                                or not 0 < self.retention_task < num_tasks):
+            raise ValueError(f"a retention stream needs a retention_interval >= 1 and a retention task after the first, got "
+                             f"{self.retention_interval} and task {self.retention_task} of {num_tasks}")
         self.strategy.setup(StrategyContext(
             net=self.net, optimizer=None, num_classes=self.num_classes, task_classes=self.task_classes,
             memory=self.memory, backward=self.manual_backward, task_train_set=datamodule.task_train_set))
@@ -141,6 +165,7 @@ class ContinualLearner(L.LightningModule):
             agnostic, aware = self.evaluate_tasks()
             self.matrices["agnostic"].set_random_init(agnostic)
             self.matrices["aware"].set_random_init(aware)
+            self.record_generator_distortion(tasks=range(1))  # the first task's test set: the generator's starting point
         self._start_time = time.perf_counter()
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
@@ -166,6 +191,9 @@ class ContinualLearner(L.LightningModule):
             logs["generator_loss"] = self.generator_update(batch["x"])
         logs.update(self.strategy.observe(batch))
         self.stream_position += 1
+        self.examples_seen += len(tasks)
+        if task == self.retention_task:
+            self.retention_step(len(tasks))
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, on_step=True, on_epoch=False, batch_size=len(tasks))
 
     def generator_update(self, x: torch.Tensor) -> float:
@@ -177,11 +205,51 @@ class ContinualLearner(L.LightningModule):
             optimizer.step()
         return loss.item()
 
+    def retention_step(self, n: int) -> None:
+        """n more retention-phase examples trained: one curve point per ``retention_interval`` mark crossed."""
+        before, self.retention_seen = self.retention_seen, self.retention_seen + n
+        marks = self.retention_seen // self.retention_interval - before // self.retention_interval
+        if marks <= 0:
+            return
+        agnostic, _ = self.evaluate_tasks(tasks=range(self.retention_task))
+        value = sum(agnostic) / len(agnostic)
+        first = before // self.retention_interval + 1
+        for k in range(first, first + marks):
+            self.retention_curve.append((k * self.retention_interval, value))
+        for logger in self.loggers:
+            logger.log_metrics({"cl/retention": value, "cl/retention_examples": float(self.retention_seen)}, step=self.global_step)
+
+    def record_generator_distortion(self, tasks: Sequence[int]) -> None:
+        if self.generator is None:
+            return
+        value = self.generator_distortion(tasks)
+        self.generator_curve.append((self.examples_seen, value))
+        for logger in self.loggers:
+            logger.log_metrics({"cl/generator_distortion": value, "cl/examples_seen": float(self.examples_seen)}, step=self.global_step)
+
+    @torch.no_grad()
+    def generator_distortion(self, tasks: Sequence[int]) -> float:
+        """Mean per-pixel |x - x_hat| of the generator's reconstructions over the test sets of ``tasks``."""
+        datamodule = self.trainer.datamodule
+        total, pixels = 0.0, 0
+        with evaluating(self.generator):
+            for j in tasks:
+                data = datamodule.task_test_set(j)
+                count = len(data) if self.eval_max_examples is None else min(len(data), self.eval_max_examples)
+                for start in range(0, count, self.eval_batch_size):
+                    x = data.images[start:min(start + self.eval_batch_size, count)].to(self.device).float() / 255
+                    total += float((self.generator.reconstruct(x) - x).abs().sum())
+                    pixels += x.numel()
+        return total / max(pixels, 1)
+
     def end_task(self, task: int) -> None:
         self.strategy.after_task(task)
         if self.memory is not None:
             self.memory.end_task(task)
+        self.record_generator_distortion(tasks=range(task + 1))
         agnostic, aware = self.evaluate_tasks()
+        if self.retention_task is not None and task == self.retention_task - 1:
+            self.retention_initial = sum(agnostic[:self.retention_task]) / self.retention_task
         self.matrices["agnostic"].set_row(task, agnostic)
         self.matrices["aware"].set_row(task, aware)
         self.tasks_done = task + 1
@@ -198,12 +266,13 @@ class ContinualLearner(L.LightningModule):
 
     # -- evaluation ------------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def evaluate_tasks(self) -> tuple[list[float], list[float]]:
-        """(task-agnostic, task-aware) accuracy on every task's test set with the current model."""
+    def evaluate_tasks(self, tasks: Sequence[int] | None = None) -> tuple[list[float], list[float]]:
+        """(task-agnostic, task-aware) accuracy on every task's test set (those of ``tasks``) with the current model."""
         datamodule = self.trainer.datamodule
         agnostic, aware = [], []
         with evaluating(self.net):
-            for j, classes in enumerate(self.task_classes):
+            for j in range(len(self.task_classes)) if tasks is None else tasks:
+                classes = self.task_classes[j]
                 data = datamodule.task_test_set(j)
                 count = len(data) if self.eval_max_examples is None else min(len(data), self.eval_max_examples)
                 hits = [0, 0]
@@ -252,6 +321,11 @@ class ContinualLearner(L.LightningModule):
         if torch.cuda.is_available():
             results["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
         results.update({f"storage_{k}": float(v) for k, v in self.storage_report().items()})
+        if self.generator_curve:
+            results["generator_distortion"] = self.generator_curve[-1][1]
+        if self.retention_task is not None:
+            results["retention_initial"] = float("nan") if self.retention_initial is None else self.retention_initial
+            results["retention_final"] = self.retention_curve[-1][1] if self.retention_curve else float("nan")
         self.results = results
         self.log_dict({f"cl/{k}": float(v) for k, v in results.items() if not math.isnan(float(v))}, on_epoch=True, batch_size=1)
         if self.trainer.is_global_zero:
@@ -268,6 +342,17 @@ class ContinualLearner(L.LightningModule):
             write_matrix_csv(folder / f"accuracy_matrix{suffix}.csv", matrix.values)
             plot_matrix(folder / f"accuracy_matrix{suffix}.png", matrix.values,
                         f"R[i, j] ({'task-agnostic' if not suffix else 'task-aware'}), final avg {self.results.get(('task_aware_' if suffix else '') + 'final_average_accuracy', float('nan')):.3f}")
+        if self.generator_curve:
+            record["generator_distortion"] = {"examples": [e for e, _ in self.generator_curve],
+                                              "distortion": [v for _, v in self.generator_curve]}
+        if self.retention_task is not None:
+            record["retention"] = {"interval": self.retention_interval, "task": self.retention_task,
+                                   "earlier_tasks": self.retention_task, "initial": self.retention_initial,
+                                   "examples": [e for e, _ in self.retention_curve],
+                                   "accuracy": [v for _, v in self.retention_curve]}
+            (folder / "retention.csv").write_text("examples,accuracy\n" + "".join(
+                f"{e},{v:.4f}\n" for e, v in ([(0, self.retention_initial)] if self.retention_initial is not None else [])
+                + self.retention_curve))
         (folder / "continual.json").write_text(json.dumps(record, indent=2))
         for logger in self.loggers:
             if hasattr(logger, "log_table"):  # W&B
@@ -281,7 +366,10 @@ class ContinualLearner(L.LightningModule):
         checkpoint["continual"] = {"current_task": self.current_task, "tasks_done": self.tasks_done,
                                    "strategy": self.strategy.state_dict(),
                                    "matrices": {k: m.state_dict() for k, m in self.matrices.items()},
-                                   "stream_position": self.stream_position, "rng": rng_states()}
+                                   "stream_position": self.stream_position, "rng": rng_states(),
+                                   "examples_seen": self.examples_seen, "generator_curve": self.generator_curve,
+                                   "retention": {"seen": self.retention_seen, "initial": self.retention_initial,
+                                                 "curve": self.retention_curve}}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("continual")
@@ -293,6 +381,11 @@ class ContinualLearner(L.LightningModule):
             m.load_state_dict(state["matrices"][k])
         self.stream_position = self._resume_skip = int(state.get("stream_position", 0))
         self._rng_to_restore = state.get("rng")
+        self.examples_seen = int(state.get("examples_seen", 0))
+        self.generator_curve = [tuple(p) for p in state.get("generator_curve", [])]
+        retention = state.get("retention", {})
+        self.retention_seen, self.retention_initial = int(retention.get("seen", 0)), retention.get("initial")
+        self.retention_curve = [tuple(p) for p in retention.get("curve", [])]
 
 
 class ResumableBatches(Sampler[list[int]]):

@@ -18,6 +18,12 @@ over the whole stream (store 0); ``layout="per_task"`` one reservoir per task, e
 budget (GEM's episodic memory); iCaRL replaces whole stores itself (one per class, ``set_store``). ``sample`` draws
 uniformly over every stored item; ``contents`` returns all of them (optionally those of one task).
 The stores' states travel in the module's state dict (``get_extra_state``), so checkpoints keep the memory.
+
+Transfer (paper, Table 5 and Figure 3 right): ``generator_init`` names a DiscreteVAE checkpoint written by
+``python -m lossy_memory.train`` on another dataset (e.g. ``+experiment=cifar10_generator`` for a CIFAR-100 stream);
+the generator starts from its weights instead of a random init and keeps training online. The checkpoint's latent
+(c, l), image shape and layer sizes must be the memory's generator's: a mismatch is a ValueError at construction,
+before any training.
 """
 
 from __future__ import annotations
@@ -76,6 +82,7 @@ class EpisodicMemory(nn.Module):
         seed: int = 0,
         device: str = "cpu",
         count_generator: bool = False,
+        generator_init: str | None = None,
     ):
         super().__init__()
         self.count_generator = bool(count_generator)  # total constraint (Table 5): the generator's parameter bits come out of the budget
@@ -97,8 +104,15 @@ class EpisodicMemory(nn.Module):
             raise ValueError("memory.kind='lossless' keeps images and uses no generator: set memory.generator=null")
         if generator is not None and not all(hasattr(generator, name) for name in ("encode", "decode", "latent")):
             raise ValueError(f"memory.generator must be a DiscreteVAE (encode/decode/latent), got {type(generator).__name__}")
-        if generator_replay_size is not None and generator_replay_size < 1:
-            raise ValueError(f"memory.generator_replay_size must be >= 1 or null, got {generator_replay_size}")
+        if generator_replay_size is not None and generator_replay_size < 0:
+            raise ValueError(f"memory.generator_replay_size must be >= 0 (0: the generator never replays) or null, "
+                             f"got {generator_replay_size}")
+        if generator_init is not None:
+            if generator is None:
+                raise ValueError("memory.generator_init initialises the recollection memory's DiscreteVAE, but "
+                                 f"memory.kind={kind!r} has none: use memory=recollection or memory=mixed, or generator_init=null")
+            initialise_generator(generator, generator_init)
+        self.generator_init = None if generator_init is None else str(generator_init)
         self.kind, self.layout, self.lossy_fraction = kind, layout, float(lossy_fraction)
         self.lossless_equivalent, self.requested_bits = lossless_equivalent, budget_bits
         self.generator = generator
@@ -302,7 +316,7 @@ class EpisodicMemory(nn.Module):
         current generator (the snapshot never learnt them).
         """
         rows, anchor = [x], None
-        if len(self):
+        if len(self) and self.generator_replay_size != 0:  # 0: online on incoming data only (Figure 3's "no buffer")
             codes, tasks, images = [], [], []
             for _, store, drawn in self._draw(self.generator_replay_size or len(x)):
                 if isinstance(store, MixedBuffer):
@@ -362,6 +376,31 @@ class EpisodicMemory(nn.Module):
             snapshot.load_state_dict(state["snapshot"])
             object.__setattr__(self, "_snapshot", snapshot)
             self._snapshot_task = state["snapshot_task"]
+
+
+def initialise_generator(generator: nn.Module, ckpt_path: str) -> None:
+    """Copy the weights of the DiscreteVAE in checkpoint ``ckpt_path`` into ``generator`` (transfer), after checking
+    that both have the same latent (c, l) and image shape (ValueError naming both otherwise)."""
+    from lossy_memory.checkpoints import load_trained_module
+    from lossy_memory.models import DiscreteVAE
+
+    source, _, _ = load_trained_module(ckpt_path, DiscreteVAE, "memory.generator_init",
+                                       "python -m lossy_memory.train +experiment=cifar10_generator")
+    theirs = (source.latent.c, source.latent.l)
+    ours = (generator.latent.c, generator.latent.l)
+    if theirs != ours:
+        raise ValueError(f"memory.generator_init={ckpt_path} holds a DiscreteVAE with latent c={theirs[0]}, l={theirs[1]} but "
+                         f"the memory's generator has c={ours[0]}, l={ours[1]}: set memory.generator.latent.c={theirs[0]} "
+                         f"memory.generator.latent.l={theirs[1]}, or train a generator of that size")
+    if tuple(source.image_shape) != tuple(generator.image_shape):
+        raise ValueError(f"memory.generator_init={ckpt_path} holds a DiscreteVAE for images of shape {list(source.image_shape)} "
+                         f"but the memory's generator makes {list(generator.image_shape)} (the stream's): transfer needs "
+                         "the same image shape")
+    try:
+        generator.load_state_dict(source.state_dict())
+    except RuntimeError as error:
+        raise ValueError(f"memory.generator_init={ckpt_path}: its DiscreteVAE's layers differ from the memory's generator "
+                         f"(memory.generator.hidden?): {error}") from error
 
 
 def stored_items(store: ExperienceBuffer) -> tuple[Any, torch.Tensor, torch.Tensor]:
