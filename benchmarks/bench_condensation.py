@@ -1,0 +1,160 @@
+"""Gradient matching speed by path, and the memory Dataset Distillation's unrolling costs.
+
+Gradient matching (``GradientMatchingCondenser``, ConvNet, real MNIST, batch_real 256): seconds per outer iteration
+at 1 and 10 images per class for (a) the reference's per-class loop in float32, (b) the path batched across classes
+(``torch.func.vmap`` of ``grad``), (c) bfloat16 autocast (on the loop and on the batched path), each with the mean
+match loss it reaches. Every path starts from the same synthetic set and sees the same fresh networks and real
+batches (same seeds), so the losses compare precisions and paths, not luck. At 1 image per class an outer iteration
+is one matching step plus nothing (the reference skips the network update after the last step), and ``ITERATIONS_1``
+whole iterations are timed. At 10 images per class a full outer iteration (10 matching steps, 9 x 50 inner epochs) takes
+minutes on one CPU core, so ``STEPS_10`` matching steps and inner updates are timed and the iteration is assembled from
+them: 10 x matching step + 9 x inner update (printed as such).
+
+Dataset Distillation (``UnrolledDatasetDistiller``, LeNet, 10 images per step, real batch 1024): peak memory of one
+meta-gradient (unrolled forward + backward) as the number of unrolled steps grows. On CPU each size runs in a fresh
+subprocess and the peak is its max RSS minus the RSS before the meta-step (max RSS never goes down within a process);
+on GPU, ``torch.cuda.max_memory_allocated`` is used. It should grow linearly: every unrolled step keeps its graph.
+
+Single-threaded (``torch.set_num_threads(1)``), as the issue's bars are per core; the load average is printed, since
+the machine is shared.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import torch
+
+from lossy_memory.data import MNISTDataModule
+from lossy_memory.models.gradient_matching import GradientMatchingCondenser
+from lossy_memory.nets import ConvNet
+from lossy_memory.runtime import register_resolvers
+
+ITERATIONS_1 = int(os.environ.get("BENCH_GM_ITERATIONS_1", 3))
+STEPS_10 = int(os.environ.get("BENCH_GM_STEPS_10", 2))
+UNROLLED_STEPS = [int(s) for s in os.environ.get("BENCH_DD_STEPS", "1,5,10,20,30").split(",")]
+PATHS = {  # name: (batched, autocast dtype)
+    "(a) loop fp32": (False, None),
+    "(b) batched fp32": (True, None),
+    "(c) loop bf16": (False, "bfloat16"),
+    "(c) batched bf16": (True, "bfloat16"),
+}
+
+
+def mnist_train():
+    register_resolvers()
+    data_dir = os.environ.get("LOSSY_MEMORY_DATA_DIR", "data")
+    datamodule = MNISTDataModule(data_dir, download=False)
+    datamodule.setup("fit")
+    return datamodule.train_set.images, datamodule.train_set.labels
+
+
+def condenser(ipc: int, batched: bool, dtype: str | None, images, labels) -> GradientMatchingCondenser:
+    model = GradientMatchingCondenser(ConvNet, (1, 28, 28), 10, images_per_class=ipc, batched=batched, autocast_dtype=dtype, seed=0)
+    model.attach_real_data(images, labels)
+    return model
+
+
+def time_ipc1(images, labels) -> dict[str, tuple[float, float]]:
+    results = {}
+    for name, (batched, dtype) in PATHS.items():
+        model = condenser(1, batched, dtype, images, labels)
+        optimizer = model.configure_optimizers()
+        torch.manual_seed(0)
+        seconds, losses = [], []
+        for _ in range(ITERATIONS_1):
+            start = time.perf_counter()
+            losses.append(model.outer_iteration(optimizer))
+            seconds.append(time.perf_counter() - start)
+        results[name] = (min(seconds), losses[-1])
+        print(f"  ipc 1  {name:<18} {min(seconds):8.2f} s/outer iteration   match loss after {ITERATIONS_1}: {losses[-1]:.4f}", flush=True)
+    return results
+
+
+def time_ipc10(images, labels) -> dict[str, tuple[float, float]]:
+    results = {}
+    for name, (batched, dtype) in PATHS.items():
+        model = condenser(10, batched, dtype, images, labels)
+        optimizer = model.configure_optimizers()
+        torch.manual_seed(0)
+        net = model.fresh_net()
+        net_optimizer = torch.optim.SGD(net.parameters(), lr=model.lr_net)
+        match_s, inner_s, loss = [], [], 0.0
+        for _ in range(STEPS_10):
+            start = time.perf_counter()
+            synthetic = model.synthetic_images.view(10, 10, 1, 28, 28)
+            value = model.match_loss(net, model.real_batches(), synthetic)
+            optimizer.zero_grad(set_to_none=True)
+            value.backward()
+            optimizer.step()
+            match_s.append(time.perf_counter() - start)
+            loss = float(value.detach()) / 10
+            start = time.perf_counter()
+            model.train_net_on_synthetic(net, net_optimizer)
+            inner_s.append(time.perf_counter() - start)
+        per_iteration = model.outer_loop * min(match_s) + (model.outer_loop - 1) * min(inner_s)
+        results[name] = (per_iteration, loss)
+        print(f"  ipc 10 {name:<18} {per_iteration:8.1f} s/outer iteration (= {model.outer_loop} x {min(match_s):.2f} s matching + "
+              f"{model.outer_loop - 1} x {min(inner_s):.2f} s inner)   match loss after {STEPS_10} steps: {loss:.4f}", flush=True)
+    return results
+
+
+DD_PROBE = r"""
+import json, resource, sys, torch
+from lossy_memory.models.unrolled_distiller import UnrolledDatasetDistiller
+from lossy_memory.nets import LeNet5
+torch.set_num_threads(1)
+steps, device = int(sys.argv[1]), sys.argv[2]
+model = UnrolledDatasetDistiller(LeNet5, (1, 28, 28), 10, steps=steps, epochs=1, seed=0).to(device)
+x, y = torch.randn(1024, 1, 28, 28, device=device), torch.randint(0, 10, (1024,), device=device)
+if device == "cuda":
+    torch.cuda.reset_peak_memory_stats(); base = torch.cuda.memory_allocated()
+else:
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+model.meta_loss(x, y).backward()
+peak = torch.cuda.max_memory_allocated() if device == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"steps": steps, "peak_bytes": peak - base}))
+"""
+
+
+def dd_memory() -> list[tuple[int, float]]:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    rows = []
+    for steps in UNROLLED_STEPS:
+        out = subprocess.run([sys.executable, "-c", DD_PROBE, str(steps), device], capture_output=True, text=True, check=True,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+        peak = json.loads(out.stdout.strip().splitlines()[-1])["peak_bytes"] / 2**20
+        rows.append((steps, peak))
+        print(f"  {steps:>3} unrolled steps: peak {peak:8.1f} MiB above the set-up ({device})", flush=True)
+    return rows
+
+
+def main() -> None:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        images, labels = mnist_train()
+        print(f"gradient matching, ConvNet, real MNIST, batch_real 256, 1 thread, load average {os.getloadavg()[0]:.1f} "
+              f"on {os.cpu_count()} cores")
+        for ipc, timer in ((1, time_ipc1), (10, time_ipc10)):
+            results = timer(images, labels)
+            base = results["(a) loop fp32"][0]
+            fastest = min(results, key=lambda k: results[k][0])
+            print(f"  ipc {ipc}: fastest {fastest} at {base / results[fastest][0]:.2f}x the loop fp32 "
+                  f"(bar >= 2x where its accuracy holds); speed-ups: "
+                  + ", ".join(f"{k} {base / v[0]:.2f}x" for k, v in results.items()), flush=True)
+        print("dataset distillation, LeNet, 10 images per step, real batch 1024: peak memory of one meta-gradient")
+        rows = dd_memory()
+        if len(rows) > 1:
+            (s0, m0), (s1, m1) = rows[0], rows[-1]
+            print(f"  growth: {(m1 - m0) / (s1 - s0):.2f} MiB per unrolled step")
+    finally:
+        torch.set_num_threads(threads)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,213 @@
+"""Dataset Distillation (Wang, Zhu, Torralba, Efros 2018): learn a few synthetic images *and* the step sizes with which
+gradient descent on them, from a given initialisation, trains a network well.
+
+The synthetic set is ``steps`` groups of images (``images_per_class_per_step`` per class in each, labels fixed); one
+unrolled training run replays the groups in order ``epochs`` times, one gradient step per group, each step t with its
+own learned learning rate softplus(r_t) > 0 (as the reference, one rate per unrolled step: steps x epochs of them):
+
+    theta_{t+1} = theta_t - softplus(r_t) * grad_theta CE(f(x_{t mod steps}; theta_t), y_{t mod steps})
+
+The meta-loss is the cross-entropy of f(.; theta_T) on a real mini-batch (the datamodule's), differentiated through
+all T unrolled steps to the images and the rates: the network runs through ``torch.func.functional_call`` on the
+explicit parameter dicts theta_t, and the inner gradients are taken with ``create_graph=True``, so autograd produces
+the Hessian-vector products; no second-order code is written by hand. Memory grows linearly with T
+(benchmarks/bench_condensation.py measures it).
+
+``init="fixed"``: one theta_0 (drawn once from the network's init with ``seed``), kept in the model and the saved set;
+``init="random"``: ``inits_per_iteration`` fresh theta_0 from the init distribution at every iteration (the loss is
+their mean), so the set must work from any initialisation. Evaluation (test stage) replays the learned steps from
+theta_0 (fixed) or from ``eval_inits`` >= 5 fresh initialisations (random; mean +- std of test accuracy).
+Images live in normalised space (MNIST mean 0.1307, std 0.3081); the reference's optimiser for them is Adam
+(lr 0.01, betas 0.5, 0.999), halved every 40 epochs of real data.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from lossy_memory.memory.synthetic import Normalizer, SyntheticSet, default_stats, summarize
+from lossy_memory.models.gradient_matching import save_and_log
+from lossy_memory.nets import Classifier
+
+INITS = ("fixed", "random")
+
+
+def inverse_softplus(y: float) -> float:
+    return y + math.log(-math.expm1(-y))
+
+
+def initial_params(net: nn.Module) -> dict[str, torch.Tensor]:
+    """A fresh draw of ``net``'s parameters from its own init (``reset_parameters`` of every module)."""
+    with torch.no_grad():
+        for module in net.modules():
+            if hasattr(module, "reset_parameters") and module is not net:
+                module.reset_parameters()
+    return {name: p.detach().clone() for name, p in net.named_parameters()}
+
+
+class UnrolledDatasetDistiller(L.LightningModule):
+    """Learns synthetic images and per-step learning rates by backpropagating through unrolled GD (module docstring)."""
+
+    def __init__(
+        self,
+        net: Callable[..., Classifier],
+        image_shape: Sequence[int],
+        num_classes: int,
+        images_per_class_per_step: int = 1,
+        steps: int = 10,
+        epochs: int = 3,
+        init_lr: float = 0.02,
+        init: str = "fixed",
+        inits_per_iteration: int = 1,
+        eval_inits: int = 5,
+        lr: float = 0.01,
+        betas: Sequence[float] = (0.5, 0.999),
+        decay_epochs: int = 40,
+        decay_factor: float = 0.5,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        output_subdir: str = "synthetic",
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["net"])
+        self.automatic_optimization = False
+        if init not in INITS:
+            raise ValueError(f"model.init must be one of {INITS}, got {init!r}")
+        for name, value in (("images_per_class_per_step", images_per_class_per_step), ("steps", steps), ("epochs", epochs),
+                            ("inits_per_iteration", inits_per_iteration), ("decay_epochs", decay_epochs)):
+            if isinstance(value, bool) or int(value) != value or value < 1:
+                raise ValueError(f"model.{name} must be an integer >= 1, got {value!r}")
+        if init == "random" and eval_inits < 5:
+            raise ValueError(f"random initialisation is evaluated over fresh inits (mean +- std): model.eval_inits must be >= 5, got {eval_inits}")
+        if not init_lr > 0 or not lr > 0:
+            raise ValueError(f"model.init_lr and model.lr must be > 0, got {init_lr} and {lr}")
+        self.image_shape, self.num_classes = tuple(int(s) for s in image_shape), int(num_classes)
+        self.steps, self.epochs, self.init = int(steps), int(epochs), init
+        self.inits_per_iteration, self.eval_inits = int(inits_per_iteration), int(eval_inits)
+        self.lr, self.betas, self.decay_epochs, self.decay_factor = float(lr), tuple(betas), int(decay_epochs), float(decay_factor)
+        self.seed, self.output_subdir = int(seed), output_subdir
+        if mean is None or std is None:
+            mean, std = default_stats(self.image_shape[0])
+        self.normalizer = Normalizer(mean, std)
+        self.net = net(image_shape=self.image_shape, num_classes=self.num_classes)  # the architecture; its weights are theta_0 draws
+        self.net.requires_grad_(False)
+        per_step = self.num_classes * int(images_per_class_per_step)
+        generator = torch.Generator().manual_seed(self.seed)
+        self.images = nn.Parameter(torch.randn(self.steps, per_step, *self.image_shape, generator=generator))
+        self.register_buffer("labels", torch.arange(self.num_classes).repeat_interleave(int(images_per_class_per_step)))
+        self.raw_lrs = nn.Parameter(torch.full((self.steps * self.epochs,), inverse_softplus(float(init_lr))))
+        with torch.random.fork_rng():
+            torch.manual_seed(self.seed)
+            fixed = initial_params(self.net)
+        self.theta0_names = list(fixed)
+        for i, name in enumerate(self.theta0_names):  # the fixed theta_0 travels with the model (device, checkpoints)
+            self.register_buffer(f"theta0_{i}", fixed[name])
+        self.results: dict = {}
+
+    # -- the unrolled inner training -----------------------------------------------------------------------------
+    @property
+    def learning_rates(self) -> torch.Tensor:
+        """One positive step size per unrolled step (softplus of the raw parameters)."""
+        return F.softplus(self.raw_lrs)
+
+    def fixed_theta0(self) -> dict[str, torch.Tensor]:
+        return {name: getattr(self, f"theta0_{i}") for i, name in enumerate(self.theta0_names)}
+
+    def fresh_theta0(self) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.images.device) for k, v in initial_params(self.net).items()}
+
+    def unroll(self, theta0: dict[str, torch.Tensor], create_graph: bool = True) -> dict[str, torch.Tensor]:
+        """theta_T after replaying the learned steps from ``theta0`` (differentiable in images and rates when create_graph)."""
+        params = {k: v.detach().clone().requires_grad_(True) for k, v in theta0.items()}
+        lrs = self.learning_rates
+        with torch.enable_grad():
+            for t in range(self.steps * self.epochs):
+                x = self.images[t % self.steps]
+                loss = F.cross_entropy(functional_call(self.net, params, (x,)), self.labels)
+                grads = torch.autograd.grad(loss, list(params.values()), create_graph=create_graph)
+                params = {k: p - lrs[t] * g for (k, p), g in zip(params.items(), grads)}
+                if not create_graph:
+                    params = {k: p.detach().requires_grad_(True) for k, p in params.items()}
+        return params if create_graph else {k: p.detach() for k, p in params.items()}
+
+    def meta_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean over this iteration's theta_0s of the real-batch loss after the unrolled steps (x normalised)."""
+        inits = [self.fixed_theta0()] if self.init == "fixed" else [self.fresh_theta0() for _ in range(self.inits_per_iteration)]
+        losses = [F.cross_entropy(functional_call(self.net, self.unroll(theta0), (x,)), y) for theta0 in inits]
+        return torch.stack(losses).mean()
+
+    # -- Lightning -------------------------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        optimizer = torch.optim.Adam([self.images, self.raw_lrs], lr=self.lr, betas=self.betas)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=self.decay_epochs, gamma=self.decay_factor)
+        return [optimizer], [scheduler]
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        optimizer = self.optimizers()
+        loss = self.meta_loss(self.normalizer(batch["x"]), batch["y"])
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        optimizer.step()
+        self.log("train/meta_loss", loss.detach(), on_step=True, prog_bar=True, batch_size=len(batch["x"]))
+        return loss.detach()
+
+    def on_train_epoch_end(self) -> None:
+        self.lr_schedulers().step()
+        lrs = self.learning_rates.detach()
+        self.log_dict({"train/lr_min": float(lrs.min()), "train/lr_max": float(lrs.max())})
+
+    def synthetic_set(self) -> SyntheticSet:
+        per_step = self.images.shape[1]
+        extras = {"method": "unrolled_distillation", "steps": self.steps, "epochs": self.epochs, "init": self.init,
+                  "images_per_step": per_step}
+        if self.init == "fixed":
+            extras["theta0"] = {k: v.detach().cpu() for k, v in self.fixed_theta0().items()}
+        return SyntheticSet(self.images.detach().flatten(0, 1), self.labels.repeat(self.steps),
+                            tuple(self.normalizer.mean.flatten().tolist()), tuple(self.normalizer.std.flatten().tolist()),
+                            learning_rates=self.learning_rates.detach().cpu(), extras=extras)
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.trainer.default_root_dir) / self.output_subdir
+
+    def on_train_end(self) -> None:
+        if self.trainer.is_global_zero:
+            save_and_log(self.synthetic_set(), self.output_dir / "synthetic_set.pt", self.loggers)
+
+    # Evaluation: replay the learned steps from theta_0 (fixed) or from eval_inits fresh initialisations (random).
+    def on_test_epoch_start(self) -> None:
+        if self.init == "fixed":
+            inits = [self.fixed_theta0()]
+        else:
+            with torch.random.fork_rng():
+                torch.manual_seed(self.seed + 1)  # evaluation inits differ from any training draw of this seed
+                inits = [self.fresh_theta0() for _ in range(self.eval_inits)]
+        with torch.inference_mode(False), torch.enable_grad():  # Lightning tests under inference mode; replay needs autograd
+            self._trained = [self.unroll({k: v.clone() for k, v in theta0.items()}, create_graph=False) for theta0 in inits]
+        self._correct, self._seen = torch.zeros(len(inits)), 0
+
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        x = self.normalizer(batch["x"])
+        with torch.no_grad():
+            for i, params in enumerate(self._trained):
+                self._correct[i] += float((functional_call(self.net, params, (x,)).argmax(1) == batch["y"]).sum())
+        self._seen += len(x)
+
+    def on_test_epoch_end(self) -> None:
+        accuracies = (self._correct / max(self._seen, 1)).tolist()
+        self.results = {**summarize(accuracies), "accuracies": accuracies, "init": self.init}
+        self.log("test/accuracy", self.results["mean"])
+        self.log("test/accuracy_std", self.results["std"])
+        if self.trainer.is_global_zero:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            (self.output_dir / "evaluation.json").write_text(json.dumps(self.results, indent=2))
