@@ -1,8 +1,9 @@
 """Generative distillation: student training examples/s for each way of choosing recollections.
 
 One GenerativeDistiller per strategy (LeNet teacher -> LeNet student, c=168 l=2 generator, a buffer of 50,000 codes,
-batch 10 as in ``+experiment=mnist_distill``); a step is what ``training_step`` does: draw candidates, decode them,
-score them (active/diverse), keep 10, one student update on the teacher's soft targets. Untrained weights and random
+batch 10 as in ``+experiment=mnist_distill``); a step is what ``training_step`` does: random sampling draws and
+decodes 10; active/diverse top up their standing pool of 100 decoded candidates (the kept and the retired are
+redrawn), rescore it against the student, keep 10; then one student update on the teacher's soft targets. Untrained weights and random
 codes: the cost does not depend on what the networks have learned. Strategies take turns step by step, so all see
 the same machine load; figures are medians over the timed steps. The project's bar: active and diverse cost at most
 3x random buffer sampling per example.

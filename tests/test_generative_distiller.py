@@ -125,3 +125,28 @@ def test_code_sampling_cannot_train_on_labels(artifacts, tmp_path):
     cfg = distill_config(artifacts, tmp_path, "distill_source=code_sampling", "distill_source.targets=labels")
     with pytest.raises(InstantiationException, match="no labels"):
         instantiate(cfg.model)
+
+
+def test_the_candidate_pool_uses_each_candidate_once_and_retires_it_after_pool_factor_steps():
+    from lossy_memory.models.generative_distiller import CandidatePool
+
+    drawn = []
+
+    def draw(m):  # candidates numbered in draw order
+        ids = torch.arange(len(drawn), len(drawn) + m)
+        drawn.extend(ids.tolist())
+        return {"ids": ids, "features": None}
+
+    pool, n, seen = CandidatePool(pool_factor=4), 3, []
+    born = {}
+    for step in range(50):
+        pool.fill(draw, n)
+        assert len(pool.age) == 12
+        for i in pool.items["ids"].tolist():
+            born.setdefault(i, step)
+            assert step - born[i] < 4  # never scored more than pool_factor steps after it was drawn
+        kept = pool.take(torch.tensor([0, 5, 11]))  # the oldest, and two others
+        assert kept["features"] is None
+        seen.extend(kept["ids"].tolist())
+    assert len(seen) == len(set(seen)) == 150  # no candidate is given to the student twice
+    assert 12 + 49 * n <= len(drawn) <= 12 + 49 * 2 * n  # per step: the n kept plus at most n retired are redrawn

@@ -11,8 +11,12 @@ Sources (``source``):
 
 Recollection and lossless sources go through a sampling strategy (lossy_memory.memory.sampling): random, active
 (per wanted item, the candidate the student and teacher disagree on most: KL(teacher || student)), diverse (MSSS
-or DPP over the teacher's penultimate features) or both. Candidates are decoded and scored in one batch, and the
-teacher's outputs on them are reused as the targets of the ones kept.
+or DPP over the teacher's penultimate features) or both. Scored strategies choose from a standing pool of
+``pool_factor * n`` candidates drawn from the source (``CandidatePool``): each is decoded once, with the frozen
+teacher's logits and features cached, and leaves the pool when it is kept for the student or after ``pool_factor``
+steps. So every step rescoring the whole pool against the current student costs one student forward pass over it,
+and only the items that left are decoded anew (random sampling decodes n per step; the pool, n to 2n); the teacher's
+cached outputs are the targets of the ones kept.
 
 An *episode* is one training example shown to the student. The student's test accuracy is measured when the
 episode count reaches each of ``eval_episodes`` (logged as ``test/accuracy@<episodes>`` and saved with the run in
@@ -33,7 +37,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lossy_memory.checkpoints import load_trained_module, stored_buffer
 from lossy_memory.data.batching import to_float_batch
-from lossy_memory.memory import ExperienceBuffer, LosslessBuffer, RandomSampling, SamplingStrategy
+from lossy_memory.memory import BufferSample, ExperienceBuffer, LosslessBuffer, RandomSampling, SamplingStrategy
 from lossy_memory.memory.budget import lossless_bits
 from lossy_memory.memory.sampling import CandidateScores
 from lossy_memory.models.discrete_vae import DiscreteVAE
@@ -42,6 +46,37 @@ from lossy_memory.nets import Classifier
 
 SOURCES = ("recollections", "lossless", "real")
 TARGETS = ("teacher", "labels")
+
+
+class CandidatePool:
+    """The standing candidates of a scored sampling strategy: ``pool_factor * n`` decoded items, each with the frozen
+    teacher's outputs, that leave when kept or after ``pool_factor`` steps (so a candidate is used at most once and
+    is at most ``pool_factor`` student updates old when scored)."""
+
+    def __init__(self, pool_factor: int):
+        self.pool_factor = int(pool_factor)
+        self.items: dict[str, torch.Tensor | None] = {}
+        self.age = torch.zeros(0, dtype=torch.long)
+
+    def fill(self, draw: Callable[[int], dict[str, torch.Tensor | None]], n: int) -> None:
+        """Top the pool up to pool_factor * n items with ``draw(m)``, m fresh candidates."""
+        missing = self.pool_factor * n - len(self.age)
+        if missing <= 0:
+            return
+        fresh = draw(missing)
+        self.items = fresh if not self.items else {k: None if v is None else torch.cat([v, fresh[k]]) for k, v in self.items.items()}
+        self.age = torch.cat([self.age, torch.zeros(missing, dtype=torch.long)])
+
+    def take(self, index: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        """The candidates at ``index``; they leave, the rest grow a step older and the oldest retire."""
+        kept = {k: None if v is None else v[index.to(v.device)] for k, v in self.items.items()}
+        stay = torch.ones(len(self.age), dtype=torch.bool)
+        stay[index.cpu()] = False
+        self.age += 1
+        stay &= self.age < self.pool_factor
+        self.items = {k: None if v is None else v[stay.to(v.device)] for k, v in self.items.items()}
+        self.age = self.age[stay]
+        return kept
 
 
 class GenerativeDistiller(L.LightningModule):
@@ -82,6 +117,7 @@ class GenerativeDistiller(L.LightningModule):
         if targets == "labels" and (source == "recollections" and self.sampling.source == "codes"):
             raise ValueError("code sampling draws codes that were never stored, so they have no labels: use targets='teacher'")
         self.max_episodes = int(max_episodes)
+        self.pool = CandidatePool(self.sampling.pool_factor)
         self.eval_episodes = sorted({int(e) for e in eval_episodes if e <= max_episodes})
         self.seed = int(seed)
 
@@ -177,27 +213,34 @@ class GenerativeDistiller(L.LightningModule):
             x, labels = batch["x"][:n], batch["y"][:n]
             with torch.no_grad():
                 return x, (self.teacher(x) if self.targets == "teacher" else None), labels
-        candidates = self.sampling.draw(self.buffer, n)
+        if not self.sampling.needs:  # random: the draws are the batch
+            fresh = self._candidates(n)
+            return fresh["images"], fresh["teacher_logits"], fresh["labels"]
+        self.pool.fill(self._candidates, n)
+        pool = self.pool.items
+        said = {}
         with torch.no_grad():
-            images = self.buffer.decode(self.generator.decode if self.generator else None, candidates.data).to(self.device)
-            teacher_logits = self.teacher(images)
-            scorer = None
-            if self.sampling.needs:
-                said = {}
-                if "scores" in self.sampling.needs:
-                    was = self.student.training
-                    self.student.eval()
-                    student_logits = self.student(images)
-                    self.student.train(was)
-                    said["scores"] = F.kl_div(F.log_softmax(student_logits, 1), F.log_softmax(teacher_logits, 1),
-                                              log_target=True, reduction="none").sum(1)
-                if "features" in self.sampling.needs:
-                    said["features"] = self.teacher.net.embed(images)
-                scorer = lambda _: CandidateScores(**said)  # noqa: E731 (scored already, in one batch)
-            kept = self.sampling.choose(candidates, n, scorer)
-        labels = None if candidates.labels is None else candidates.labels[kept].to(self.device)
-        kept = kept.to(images.device)
-        return images[kept], teacher_logits[kept], labels
+            if "scores" in self.sampling.needs:  # rescored every step: the student changes, the teacher does not
+                was = self.student.training
+                self.student.eval()
+                student_logits = self.student(pool["images"])
+                self.student.train(was)
+                said["scores"] = F.kl_div(F.log_softmax(student_logits, 1), F.log_softmax(pool["teacher_logits"], 1),
+                                          log_target=True, reduction="none").sum(1)
+            if "features" in self.sampling.needs:
+                said["features"] = pool["features"]
+        candidates = BufferSample(pool["images"], pool["labels"], None, None)
+        kept = self.pool.take(self.sampling.choose(candidates, n, lambda _: CandidateScores(**said)))
+        return kept["images"], kept["teacher_logits"], kept["labels"]
+
+    def _candidates(self, m: int) -> dict[str, torch.Tensor | None]:
+        """m fresh draws from the source, decoded, with the teacher's logits (and features, if the strategy needs them)."""
+        drawn = self.buffer.sample(m) if self.sampling.source == "buffer" else BufferSample(self.buffer.sample_codes(m), None, None, None)
+        with torch.no_grad():
+            images = self.buffer.decode(self.generator.decode if self.generator else None, drawn.data).to(self.device)
+            return {"images": images, "teacher_logits": self.teacher(images),
+                    "features": self.teacher.net.embed(images) if "features" in self.sampling.needs else None,
+                    "labels": None if drawn.labels is None else drawn.labels.to(self.device)}
 
     def on_train_batch_end(self, outputs, batch: dict, batch_idx: int) -> None:
         while self.eval_episodes and self.episodes >= self.eval_episodes[0]:
