@@ -18,7 +18,7 @@ def test_table_sweeps_compose(name):
     params = cfg.hydra.sweeper.params
     assert cfg.hydra.mode.name == "MULTIRUN" and params["seed"] == "0,1,2"
     if name.startswith("table4"):
-        recollection = "recollection_c620" if name == "table4_cifar100" else "recollection"
+        recollection = {"table4_cifar100": "recollection_c620", "table4_mnist_permuted": "recollection_mlp"}.get(name, "recollection")
         assert params["memory"] == f"lossless,{recollection}" and params["memory.lossless_equivalent"] == "10,50,200"
     else:
         assert params["memory"] == "lossless,recollection_c76" and cfg.memory.count_generator

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from lossy_memory.nets import CategoricalLatent, ConvDecoder, ConvEncoder, GaussianLatent
+from lossy_memory.nets import CategoricalLatent, ConvDecoder, ConvEncoder, GaussianLatent, MLPDecoder, MLPEncoder
 
 
 @pytest.mark.parametrize(("c", "l", "bits"), [(38, 2, 38), (168, 2, 168), (20, 3, 40), (10, 256, 80), (7, 257, 63), (1, 65536, 16)])
@@ -92,3 +92,13 @@ def test_encoder_decoder_map_images_to_logits_and_back(shape):
     assert torch.isfinite(x_hat).all()
     assert [m.out_channels for m in encoder.features if isinstance(m, torch.nn.Conv2d)] == [8, 8, 8]
     assert all(m.kernel_size == (5, 5) for m in encoder.features if isinstance(m, torch.nn.Conv2d))
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_fully_connected_encoder_decoder_map_images_to_logits_and_back(shape):
+    encoder, decoder = MLPEncoder(shape, out_features=76, hidden=400), MLPDecoder(38, shape, hidden=400)
+    logits = encoder(torch.rand(2, *shape))
+    assert logits.shape == (2, 76) and decoder(logits[:, :38]).shape == (2, *shape)
+    widths = [(m.in_features, m.out_features) for m in encoder.net if isinstance(m, torch.nn.Linear)]
+    assert widths == [(math.prod(shape), 400), (400, 400), (400, 76)]
+    assert [m.out_features for m in decoder.net if isinstance(m, torch.nn.Linear)] == [400, 400, math.prod(shape)]

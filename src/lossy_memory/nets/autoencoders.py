@@ -1,8 +1,11 @@
-"""Convolutional encoder and decoder of the DiscreteVAE (paper, Appendix A: 3 conv / 3 transposed-conv layers, kernel 5)."""
+"""Encoders and decoders of the VAEs: convolutional (paper, Appendix A: 3 conv / 3 transposed-conv layers, kernel 5),
+and fully connected for inputs without spatial structure (permuted MNIST, whose pixels are shuffled per task)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+import math
 
 from torch import nn
 
@@ -62,3 +65,37 @@ class ConvDecoder(nn.Module):
 
     def forward(self, z):
         return self.features(self.head(z).view(-1, self.hidden, *self.start))
+
+
+class MLPEncoder(nn.Module):
+    """`depth` fully connected layers of `hidden` units with ReLU on the flattened image, then a linear map to `out_features`."""
+
+    def __init__(self, image_shape: Sequence[int], out_features: int, hidden: int, depth: int = 2):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        width = math.prod(image_shape)
+        for _ in range(depth):
+            layers += [nn.Linear(width, hidden), nn.ReLU()]
+            width = hidden
+        self.net = nn.Sequential(*layers, nn.Linear(width, out_features))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class MLPDecoder(nn.Module):
+    """`depth` fully connected layers of `hidden` units with ReLU, then a linear map to every pixel (linear output,
+    as ConvDecoder: no sigmoid to saturate under L1)."""
+
+    def __init__(self, in_features: int, image_shape: Sequence[int], hidden: int, depth: int = 2):
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = in_features
+        for _ in range(depth):
+            layers += [nn.Linear(width, hidden), nn.ReLU()]
+            width = hidden
+        self.image_shape = tuple(image_shape)
+        self.net = nn.Sequential(*layers, nn.Linear(width, math.prod(image_shape)))
+
+    def forward(self, z):
+        return self.net(z).view(-1, *self.image_shape)
