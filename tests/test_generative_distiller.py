@@ -150,3 +150,24 @@ def test_the_candidate_pool_uses_each_candidate_once_and_retires_it_after_pool_f
         seen.extend(kept["ids"].tolist())
     assert len(seen) == len(set(seen)) == 150  # no candidate is given to the student twice
     assert 12 + 49 * n <= len(drawn) <= 12 + 49 * 2 * n  # per step: the n kept plus at most n retired are redrawn
+
+
+@pytest.mark.slow
+def test_omniglot_distillation_runs_end_to_end_on_the_subset(real_data_dir, tmp_path, one_thread):
+    """omniglot_teacher -> omniglot_generator -> omniglot_distill on the 8-alphabet subset, each a few debug steps."""
+    if not (real_data_dir / "omniglot-small").is_dir():
+        pytest.skip("the Omniglot subset is not under the data root")
+    small = ["data=omniglot_small", "trainer=debug"]
+    train(compose_config(["+experiment=omniglot_teacher", *small], tmp_path / "teacher"))
+    train(compose_config(["+experiment=omniglot_generator", *small, "model.latent.c=16", "trainer.max_steps=-1"], tmp_path / "generator"))
+    artifacts = tmp_path / "artifacts"
+    run_dir = tmp_path / "distill"
+    train(compose_config(["+experiment=omniglot_distill", "data=omniglot_small", "generator_c=16", "distill_source=active",
+                          "model.max_episodes=30", "model.eval_episodes=[10,30]", "+trainer.limit_test_batches=1",
+                          f"paths.artifact_dir={artifacts}"], run_dir))
+    record = json.loads((run_dir / "distillation.json").read_text())
+    assert record["episodes"] == 30 and record["sampling"] == "ActiveSampling"
+    assert all(0 <= a <= 1 for a in record["accuracy_at"].values())
+    checkpoint = read_checkpoint(artifacts / "omniglot_generator_c16_l2.ckpt")
+    (writer_state,) = [v for k, v in checkpoint["callbacks"].items() if k.startswith("RecollectionWriter")]
+    assert writer_state["ranks"][0]["num_seen"] > 0 and record["storage/items"] == writer_state["ranks"][0]["num_seen"]
