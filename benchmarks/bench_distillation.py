@@ -1,12 +1,12 @@
 """Generative distillation: student training examples/s for each way of choosing recollections.
 
-One GenerativeDistiller per strategy (LeNet teacher -> LeNet student, c=168 l=2 generator, a buffer of 50,000 codes,
-batch 10 as in ``+experiment=mnist_distill``); a step is what ``training_step`` does: random sampling draws and
-decodes 10; active/diverse top up their standing pool of 100 decoded candidates (the kept and the retired are
-redrawn), rescore it against the student, keep 10; then one student update on the teacher's soft targets. Untrained weights and random
-codes: the cost does not depend on what the networks have learned. Strategies take turns step by step, so all see
-the same machine load; figures are medians over the timed steps. The project's bar: active and diverse cost at most
-3x random buffer sampling per example.
+One GenerativeDistiller per strategy (LeNet teacher -> LeNet student, the 10x generator: c=168 l=2 with 40 filters,
+a buffer of 50,000 codes, batch 10 as in ``+experiment=mnist_distill``); a step is what ``training_step`` does:
+random sampling draws and decodes 10; active/diverse top up their standing pool of 100 decoded candidates (the kept
+and the retired are redrawn), rescore it against the student and keep 10; then one student update on the teacher's
+soft targets. Untrained weights and random codes: the cost does not depend on what the networks have learned.
+Strategies take turns step by step, so all see the same machine load; figures are medians over the timed steps.
+The project's bar: active and diverse cost at most 3x random buffer sampling per example.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def write_artifacts(folder: Path) -> None:
     teacher = instantiate(teacher_cfg.model)
     torch.save({"state_dict": teacher.state_dict(), "run_config": OmegaConf.to_container(teacher_cfg, resolve=True)},
                folder / "mnist_teacher.ckpt")
-    generator_cfg = compose_config(["+experiment=mnist_generator", "model.latent.c=168"], folder)
+    generator_cfg = compose_config(["+experiment=mnist_generator", "model.latent.c=168", "model.hidden=40"], folder)
     generator = instantiate(generator_cfg.model)
     buffer = instantiate(generator_cfg.buffer.store)
     buffer.add(torch.randint(0, 2, (ITEMS, 168)), torch.randint(0, 10, (ITEMS,)), 0)
@@ -79,7 +79,7 @@ def main() -> None:
             if round_ >= WARMUP:
                 times[name].append(time.perf_counter() - start)
     base = statistics.median(times["buffer_sampling"])
-    print(f"student steps of {BATCH} examples, c=168 generator, buffer of {ITEMS:,} codes, pool_factor 10, "
+    print(f"student steps of {BATCH} examples, c=168 generator (40 filters), buffer of {ITEMS:,} codes, pool_factor 10, "
           f"{torch.get_num_threads()} threads, median of {TIMED} interleaved steps")
     print(f"{'strategy':<18}{'examples/s':>12}{'x buffer sampling':>20}")
     for name in STRATEGIES:
