@@ -59,12 +59,17 @@ def condenser(ipc: int, batched: bool, dtype: str | None, images, labels) -> Gra
     return model
 
 
+def paths(ipc: int, images, labels):
+    """(name, condenser, its image optimizer) for every path, each starting from the same seed."""
+    for name, (batched, dtype) in PATHS.items():
+        model = condenser(ipc, batched, dtype, images, labels)
+        torch.manual_seed(0)
+        yield name, model, model.configure_optimizers()
+
+
 def time_ipc1(images, labels) -> dict[str, tuple[float, float]]:
     results = {}
-    for name, (batched, dtype) in PATHS.items():
-        model = condenser(1, batched, dtype, images, labels)
-        optimizer = model.configure_optimizers()
-        torch.manual_seed(0)
+    for name, model, optimizer in paths(1, images, labels):
         seconds, losses = [], []
         for _ in range(ITERATIONS_1):
             start = time.perf_counter()
@@ -77,10 +82,7 @@ def time_ipc1(images, labels) -> dict[str, tuple[float, float]]:
 
 def time_ipc10(images, labels) -> dict[str, tuple[float, float]]:
     results = {}
-    for name, (batched, dtype) in PATHS.items():
-        model = condenser(10, batched, dtype, images, labels)
-        optimizer = model.configure_optimizers()
-        torch.manual_seed(0)
+    for name, model, optimizer in paths(10, images, labels):
         net = model.fresh_net()
         net_optimizer = torch.optim.SGD(net.parameters(), lr=model.lr_net)
         match_s, inner_s, loss = [], [], 0.0

@@ -4,7 +4,7 @@ Three memories of the same number of bits train the same network (the condensati
 
 * the synthetic set, stored 8-bit quantised (and trained on as quantised); its bits are the budget B
   (``memory.synthetic.storage_bits``: pixels at 8 bits, labels, learned step sizes);
-* a lossless random subset of the training set: as many uint8 images as B pays for (``LosslessBuffer`` item bits:
+* a lossless random subset of the training set: as many uint8 images as B pays for (``budget.lossless_bits``:
   pixels, a label and a task id);
 * recollections: as many codes of the generator's buffer as B pays for (its item bits: c*ceil(log2 l), label,
   task id), drawn without replacement and decoded once. The generator's parameters are not in B (the incremental
@@ -28,7 +28,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from lossy_memory.checkpoints import load_trained_module, stored_buffer
-from lossy_memory.memory import LosslessBuffer, RecollectionBuffer, load_synthetic_set
+from lossy_memory.memory import RecollectionBuffer, load_synthetic_set
+from lossy_memory.memory.budget import lossless_bits
 from lossy_memory.memory.synthetic import Normalizer, evaluate_synthetic_set, normalized_split, storage_bits
 from lossy_memory.models.discrete_vae import DiscreteVAE
 from lossy_memory.reports import markdown_table, write_csv
@@ -43,11 +44,6 @@ def affordable(budget_bits: int, item_bits: int, what: str) -> int:
     if count < 1:
         raise ValueError(f"the budget of {budget_bits} bits does not pay for one {what} ({item_bits} bits): use a larger synthetic set")
     return count
-
-
-def quantised(images: torch.Tensor, normalizer: Normalizer) -> torch.Tensor:
-    """Normalised images as they are after 8-bit storage."""
-    return normalizer((normalizer.inverse(images).clamp(0, 1) * 255).round() / 255)
 
 
 def equal_bits(cfg: DictConfig) -> dict:
@@ -74,7 +70,7 @@ def equal_bits(cfg: DictConfig) -> dict:
     normalizer = Normalizer(synthetic.mean, synthetic.std)
     train_images, train_labels = normalized_split(datamodule.train_set, normalizer)
 
-    lossless_item = LosslessBuffer(image_shape, capacity=1, num_classes=num_classes).item_bits
+    lossless_item = lossless_bits(image_shape, num_classes, 1)
     n_lossless = min(affordable(budget, lossless_item, "lossless image"), len(train_labels))
     chosen = torch.randperm(len(train_labels), generator=rng)[:n_lossless]
 
@@ -84,7 +80,7 @@ def equal_bits(cfg: DictConfig) -> dict:
     recollections = normalizer(buffer.decode(generator.decode, codes[picked]).cpu())
 
     memories = {
-        "synthetic set (8-bit)": (quantised(synthetic.images, normalizer), synthetic.labels, budget),
+        "synthetic set (8-bit)": (normalizer((synthetic.pixels() * 255).round() / 255), synthetic.labels, budget),  # as stored
         "lossless random subset": (train_images[chosen], train_labels[chosen], n_lossless * lossless_item),
         f"recollections, c={buffer.c} l={buffer.l}": (recollections, code_labels[picked].long(), n_codes * buffer.item_bits),
     }

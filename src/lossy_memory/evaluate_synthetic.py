@@ -38,7 +38,7 @@ def coreset_set(cfg: DictConfig, datamodule, normalizer: Normalizer) -> Syntheti
     images, labels = normalized_split(datamodule.train_set, normalizer)
     num_classes = datamodule.num_classes
     generator = torch.Generator().manual_seed(cfg.seed)
-    stats = tuple(normalizer.mean.flatten().tolist()), tuple(normalizer.std.flatten().tolist())
+    stats = normalizer.stats()
     if cfg.coreset in ("average", "kmeans"):  # Wang et al.'s baselines: new images, not a subset
         if cfg.coreset == "average":
             if cfg.images_per_class != 1:

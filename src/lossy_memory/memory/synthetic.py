@@ -53,6 +53,10 @@ class Normalizer(nn.Module):
     def inverse(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.std + self.mean
 
+    def stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, std) per channel, as SyntheticSet stores them."""
+        return tuple(self.mean.flatten().tolist()), tuple(self.std.flatten().tolist())
+
 
 def check_images_per_class(labels: torch.Tensor, images_per_class: int, num_classes: int, what: str = "model.images_per_class") -> None:
     """A ValueError unless every class has at least ``images_per_class`` examples (they are drawn without replacement)."""
@@ -106,6 +110,15 @@ class SyntheticSet:
         # one row per class; a single image per class goes on one row
         save_image(self.pixels(), grid, nrow=nrow or (per_class if per_class > 1 else max(1, len(self.labels))), padding=2, pad_value=0.5)
         return path, grid
+
+
+def save_synthetic_set(synthetic: SyntheticSet, path: str | Path, loggers: Sequence = ()) -> tuple[Path, Path]:
+    """Save the set (tensor + PNG) and hand the PNG to every logger that takes images (W&B)."""
+    tensor_path, grid_path = synthetic.save(path)
+    for logger in loggers:
+        if hasattr(logger, "log_image"):
+            logger.log_image(key="synthetic_set", images=[str(grid_path)])
+    return tensor_path, grid_path
 
 
 def load_synthetic_set(path: str | Path, image_shape: Sequence[int] | None = None, num_classes: int | None = None) -> SyntheticSet:

@@ -230,14 +230,10 @@ class ContinualLearner(L.LightningModule):
     @torch.no_grad()
     def generator_distortion(self, tasks: Sequence[int]) -> float:
         """Mean per-pixel |x - x_hat| of the generator's reconstructions over the test sets of ``tasks``."""
-        datamodule = self.trainer.datamodule
         total, pixels = 0.0, 0
         with evaluating(self.generator):
             for j in tasks:
-                data = datamodule.task_test_set(j)
-                count = len(data) if self.eval_max_examples is None else min(len(data), self.eval_max_examples)
-                for start in range(0, count, self.eval_batch_size):
-                    x = data.images[start:min(start + self.eval_batch_size, count)].to(self.device).float() / 255
+                for x, _ in self.task_test_batches(j):
                     total += float((self.generator.reconstruct(x) - x).abs().sum())
                     pixels += x.numel()
         return total / max(pixels, 1)
@@ -265,23 +261,25 @@ class ContinualLearner(L.LightningModule):
         self.finish()
 
     # -- evaluation ------------------------------------------------------------------------------------------------
+    def task_test_batches(self, task: int):
+        """(x in [0, 1], y) batches of ``task``'s test set on the device, at most ``eval_max_examples`` of it."""
+        data = self.trainer.datamodule.task_test_set(task)
+        count = len(data) if self.eval_max_examples is None else min(len(data), self.eval_max_examples)
+        for start in range(0, count, self.eval_batch_size):
+            stop = min(start + self.eval_batch_size, count)
+            yield data.images[start:stop].to(self.device).float() / 255, data.labels[start:stop].to(self.device)
+
     @torch.no_grad()
     def evaluate_tasks(self, tasks: Sequence[int] | None = None) -> tuple[list[float], list[float]]:
         """(task-agnostic, task-aware) accuracy on every task's test set (those of ``tasks``) with the current model."""
-        datamodule = self.trainer.datamodule
         agnostic, aware = [], []
         with evaluating(self.net):
             for j in range(len(self.task_classes)) if tasks is None else tasks:
-                classes = self.task_classes[j]
-                data = datamodule.task_test_set(j)
-                count = len(data) if self.eval_max_examples is None else min(len(data), self.eval_max_examples)
-                hits = [0, 0]
-                for start in range(0, count, self.eval_batch_size):
-                    stop = min(start + self.eval_batch_size, count)
-                    x = data.images[start:stop].to(self.device).float() / 255
-                    y = data.labels[start:stop].to(self.device)
-                    for k, n in enumerate(correct_counts(self.strategy.predict(x), y, classes)):
+                hits, count = [0, 0], 0
+                for x, y in self.task_test_batches(j):
+                    for k, n in enumerate(correct_counts(self.strategy.predict(x), y, self.task_classes[j])):
                         hits[k] += n
+                    count += len(y)
                 agnostic.append(hits[0] / count)
                 aware.append(hits[1] / count)
         return agnostic, aware

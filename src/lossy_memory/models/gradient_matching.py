@@ -43,6 +43,7 @@ from lossy_memory.memory.synthetic import (
     check_images_per_class,
     default_stats,
     evaluate_synthetic_set,
+    save_synthetic_set,
 )
 from lossy_memory.nets import Classifier
 
@@ -120,11 +121,11 @@ class GradientMatchingCondenser(L.LightningModule):
         if isinstance(images_per_class, bool) or int(images_per_class) != images_per_class or images_per_class < 1:
             raise ValueError(f"model.images_per_class must be an integer >= 1, got {images_per_class!r}")
         self.images_per_class = int(images_per_class)
-        default_outer, default_inner = (None, None)
         if outer_loop is None or inner_loop is None:
             default_outer, default_inner = default_loops(self.images_per_class)
-        self.outer_loop = int(outer_loop if outer_loop is not None else default_outer)
-        self.inner_loop = int(inner_loop if inner_loop is not None else default_inner)
+            outer_loop = default_outer if outer_loop is None else outer_loop
+            inner_loop = default_inner if inner_loop is None else inner_loop
+        self.outer_loop, self.inner_loop = int(outer_loop), int(inner_loop)
         if self.outer_loop < 1 or self.inner_loop < 0 or iterations < 1:
             raise ValueError(f"model.iterations and model.outer_loop must be >= 1 and model.inner_loop >= 0, got "
                              f"{iterations}, {self.outer_loop}, {self.inner_loop}")
@@ -243,10 +244,7 @@ class GradientMatchingCondenser(L.LightningModule):
     # -- one outer iteration ---------------------------------------------------------------------------------------
     def fresh_net(self) -> nn.Module:
         net = self.net_factory(image_shape=self.image_shape, num_classes=self.num_classes).to(self.synthetic_images.device)
-        net.train()
-        for p in net.parameters():
-            p.requires_grad_(True)
-        return net
+        return net.train()
 
     def outer_iteration(self, image_optimizer: torch.optim.Optimizer, backward: Callable[[torch.Tensor], None] | None = None) -> float:
         """Algorithm 1's body for one fresh network; returns the mean match loss per class and outer step."""
@@ -298,8 +296,7 @@ class GradientMatchingCondenser(L.LightningModule):
         return None
 
     def synthetic_set(self) -> SyntheticSet:
-        return SyntheticSet(self.synthetic_images.detach(), self.synthetic_labels, tuple(self.normalizer.mean.flatten().tolist()),
-                            tuple(self.normalizer.std.flatten().tolist()),
+        return SyntheticSet(self.synthetic_images.detach(), self.synthetic_labels, *self.normalizer.stats(),
                             extras={"method": "gradient_matching", "images_per_class": self.images_per_class,
                                     "iterations": self.iteration, "outer_loop": self.outer_loop, "inner_loop": self.inner_loop,
                                     "init": self.init})
@@ -310,7 +307,7 @@ class GradientMatchingCondenser(L.LightningModule):
 
     def on_train_end(self) -> None:
         if self.trainer.is_global_zero:
-            save_and_log(self.synthetic_set(), self.output_dir / "synthetic_set.pt", self.loggers)
+            save_synthetic_set(self.synthetic_set(), self.output_dir / "synthetic_set.pt", self.loggers)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["condensation_iteration"] = self.iteration
@@ -347,13 +344,3 @@ class GradientMatchingCondenser(L.LightningModule):
         if self.trainer.is_global_zero:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             (self.output_dir / "evaluation.json").write_text(json.dumps({**self.results, **self.eval_settings}, indent=2))
-
-
-def save_and_log(synthetic: SyntheticSet, path: Path, loggers: Sequence = ()) -> tuple[Path, Path]:
-    """Save the set (tensor + PNG) and hand the PNG to every logger that takes images (W&B)."""
-    tensor_path, grid_path = synthetic.save(path)
-    for logger in loggers:
-        if hasattr(logger, "log_image"):
-            logger.log_image(key="synthetic_set", images=[str(grid_path)])
-    return tensor_path, grid_path
-

@@ -34,8 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from lossy_memory.memory.synthetic import Normalizer, SyntheticSet, default_stats, summarize
-from lossy_memory.models.gradient_matching import save_and_log
+from lossy_memory.memory.synthetic import Normalizer, SyntheticSet, default_stats, save_synthetic_set, summarize
 from lossy_memory.nets import Classifier
 
 INITS = ("fixed", "random")
@@ -173,7 +172,7 @@ class UnrolledDatasetDistiller(L.LightningModule):
         if self.init == "fixed":
             extras["theta0"] = {k: v.detach().cpu() for k, v in self.fixed_theta0().items()}
         return SyntheticSet(self.images.detach().flatten(0, 1), self.labels.repeat(self.steps),
-                            tuple(self.normalizer.mean.flatten().tolist()), tuple(self.normalizer.std.flatten().tolist()),
+                            *self.normalizer.stats(),
                             learning_rates=self.learning_rates.detach().cpu(), extras=extras)
 
     @property
@@ -182,7 +181,7 @@ class UnrolledDatasetDistiller(L.LightningModule):
 
     def on_train_end(self) -> None:
         if self.trainer.is_global_zero:
-            save_and_log(self.synthetic_set(), self.output_dir / "synthetic_set.pt", self.loggers)
+            save_synthetic_set(self.synthetic_set(), self.output_dir / "synthetic_set.pt", self.loggers)
 
     # Evaluation: replay the learned steps from theta_0 (fixed) or from eval_inits fresh initialisations (random).
     def on_test_epoch_start(self) -> None:
