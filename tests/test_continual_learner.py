@@ -57,6 +57,16 @@ def test_recollection_replay_keeps_more_items_in_the_same_bits(real_data_dir, tm
     assert not math.isnan(metrics["cl/final_average_accuracy"])
 
 
+def test_condensed_replay_keeps_condensed_images_of_every_seen_class(real_data_dir, tmp_path, one_thread):
+    metrics, run_dir = run(["+experiment=mnist_split_lifelong", "strategy=condensed_replay", "data.num_tasks=2", "data.batch_size=100",
+                            "strategy.condenser.iterations=2", "strategy.condenser.outer_loop=2", "strategy.condenser.inner_loop=1",
+                            "model.eval_max_examples=400"], tmp_path, real_data_dir)
+    assert metrics["cl/storage_memory_items"] == 8  # 10 images' bits: 2 per digit of the 2 tasks' 4
+    assert metrics["cl/storage_memory_bits"] == 8 * (784 * 8 + 16)
+    R = torch.tensor(json.loads((run_dir / "continual.json").read_text())["accuracy_matrix"])
+    assert R[0, 0] > 0.9 and R[1, 0] > 0.3  # replaying task 0's condensed digits keeps them (fine-tuning forgets: ~0)
+
+
 @pytest.mark.parametrize(("overrides", "message"), [
     (["strategy=icarl", "memory.layout=shared"], "disjoint classes"),
     (["memory.lossless_equivalent=null", "memory.budget_bits=1000"], "holds no lossless item"),
@@ -75,7 +85,7 @@ def test_bad_input_fails_before_training(overrides, message, real_data_dir, tmp_
 
 
 @pytest.mark.parametrize(("experiment", "strategy"), [
-    *[("mnist_split_lifelong", s) for s in ("finetune", "replay", "gem", "agem", "derpp", "icarl")],
+    *[("mnist_split_lifelong", s) for s in ("finetune", "replay", "gem", "agem", "derpp", "icarl", "condensed_replay")],
     ("mnist_permuted_lifelong", "gem"), ("omniglot_lifelong", "replay"), ("cifar100_lifelong", "replay"),
 ])
 def test_strategies_and_experiments_build(experiment, strategy, tmp_path):

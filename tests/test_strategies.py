@@ -9,17 +9,19 @@ import torch
 from lossy_memory.memory.budget import lossless_bits
 from lossy_memory.models import DiscreteVAE
 from lossy_memory.nets import MLP, CategoricalLatent, ConvDecoder, ConvEncoder
+from lossy_memory.memory.coresets import herding
+from lossy_memory.models.gradient_matching import condense
 from lossy_memory.strategies import (
     AGEM,
     DERPP,
     GEM,
+    CondensedReplay,
     EpisodicMemory,
     ExperienceReplay,
     ICaRL,
     OnlineFineTuning,
     StrategyContext,
     agem_project,
-    herding,
     project_to_cone,
 )
 
@@ -64,6 +66,13 @@ def run(strategy, tasks, batch=10, upto=None):
         for i in range(0, len(x), batch):
             strategy.observe({"x": x[i:i + batch], "y": y[i:i + batch], "task": torch.full((len(x[i:i + batch]),), t)})
         strategy.after_task(t)
+
+
+class TaskSet:
+    """What ``task_train_set`` returns: uint8 images and labels of one task."""
+
+    def __init__(self, x, y):
+        self.images, self.labels = (x * 255).round().to(torch.uint8), y
 
 
 # -- GEM ---------------------------------------------------------------------------------------------------------
@@ -189,21 +198,8 @@ def test_derpp_keeps_the_logits_each_item_was_stored_with():
 
 
 # -- iCaRL ---------------------------------------------------------------------------------------------------------
-def test_herding_tracks_the_class_mean():
-    features = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.7071, 0.7071], [0.9, 0.1]])
-    order = herding(features, 4)
-    assert order[0] == 2  # closest to the (normalised) mean direction
-    assert sorted(order.tolist()) == [0, 1, 2, 3]
-    assert len(herding(features, 2)) == 2
-
-
 def test_icarl_builds_class_exemplar_sets_within_the_budget_and_predicts_by_nearest_mean():
     tasks = stream()
-
-    class TaskSet:
-        def __init__(self, x, y):
-            self.images, self.labels = (x * 255).round().to(torch.uint8), y
-
     icarl = ICaRL()
     ctx = context(icarl, EpisodicMemory("lossless", lossless_equivalent=12), task_train_set=lambda t: TaskSet(*tasks[t]))
     run(icarl, tasks, upto=1)
@@ -229,8 +225,61 @@ def test_icarl_refuses_overlapping_classes():
         icarl.setup(ctx)
 
 
+def small_condenser(**settings):
+    return partial(condense, net=partial(MLP, hidden=[16]), iterations=3, outer_loop=2, inner_loop=1, batch_real=8, **settings)
+
+
+def test_condensed_replay_keeps_m_condensed_images_per_class_from_each_finished_task():
+    tasks = stream()
+    strategy = CondensedReplay(selection="condense", condenser=small_condenser())
+    ctx = context(strategy, EpisodicMemory("lossless", lossless_equivalent=13), task_train_set=lambda t: TaskSet(*tasks[t]))
+    assert strategy.images_per_class == 2  # 13 images' bits over the stream's 6 classes
+    run(strategy, tasks, upto=1)  # incoming examples are not stored: only task 0's end writes the memory
+    assert sorted(ctx.memory.stores) == [0, 1] and all(len(s) == 2 for s in ctx.memory.stores.values())
+    x, y, t = ctx.memory.contents()
+    assert sorted(y.tolist()) == [0, 0, 1, 1] and (t == 0).all()
+    real = TaskSet(*tasks[0]).images.float() / 255
+    assert not any(((real - image).abs().flatten(1).amax(1) < 1e-6).any() for image in x)  # synthesised, not real examples
+    run(strategy, tasks)
+    assert sorted(ctx.memory.stores) == list(range(6)) and len(ctx.memory) == 12
+    assert ctx.memory.bits_used() <= ctx.memory.budget_bits
+
+
+def test_condense_keeps_the_original_labels_and_moves_the_images():
+    x, y = stream(num_tasks=2)[1]  # classes 2 and 3
+    images = TaskSet(x, y).images
+    synthetic = condense(images, y, partial(MLP, hidden=[16]), images_per_class=3, iterations=2, outer_loop=2, inner_loop=1,
+                         batch_real=8, mean=(0.0,), std=(1.0,))
+    assert synthetic.images.shape == (6, *SHAPE) and synthetic.labels.tolist() == [2, 2, 2, 3, 3, 3]
+    assert not any(((images.float() / 255 - image).abs().flatten(1).amax(1) < 1e-6).any() for image in synthetic.images)
+
+
+def test_herding_selection_stores_the_herded_real_examples():
+    tasks = stream()
+    strategy = CondensedReplay(selection="herding")
+    ctx = context(strategy, EpisodicMemory("lossless", lossless_equivalent=12), task_train_set=lambda t: TaskSet(*tasks[t]))
+    run(strategy, tasks, upto=1)
+    images = TaskSet(*tasks[0]).images.float() / 255
+    for c in (0, 1):
+        members = images[tasks[0][1] == c]
+        expected = members[herding(members.flatten(1), 2)]
+        stored, labels, _ = ctx.memory.contents(key=c)
+        assert torch.allclose(stored, expected) and (labels == c).all()
+
+
+@pytest.mark.parametrize(("kwargs", "memory", "message"), [
+    ({"selection": "kmeans"}, None, "strategy.selection"),
+    ({"selection": "condense"}, None, "needs strategy.condenser"),
+    ({"selection": "random"}, EpisodicMemory("lossless", lossless_equivalent=5), r"fewer than one per class .*6 classes.*at least 6"),
+    ({"selection": "random"}, EpisodicMemory("recollection", lossless_equivalent=5, generator=tiny_vae()), "use memory=lossless"),
+])
+def test_condensed_replay_bad_input_is_a_clear_error(kwargs, memory, message):
+    with pytest.raises(ValueError, match=message):
+        context(CondensedReplay(**kwargs), memory, task_train_set=lambda t: None)
+
+
 # -- replay and the common interface ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("strategy", [OnlineFineTuning, ExperienceReplay, GEM, AGEM, DERPP, ICaRL])
+@pytest.mark.parametrize("strategy", [OnlineFineTuning, ExperienceReplay, GEM, AGEM, DERPP, ICaRL, CondensedReplay])
 def test_fewer_than_one_update_per_batch_is_rejected(strategy):
     with pytest.raises(ValueError, match="steps"):
         strategy(steps=0)

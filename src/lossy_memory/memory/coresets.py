@@ -36,13 +36,13 @@ def random_real(count: int, generator: torch.Generator | None = None, **_) -> to
 
 
 def herding(features: torch.Tensor, k: int) -> torch.Tensor:
-    """The first ``k`` herding choices among ``features`` [n, d] of one class."""
+    """The first ``k`` herding choices (all n when k > n) among ``features`` [n, d] of one class."""
     features = features.float()
     mean = features.mean(0)
     chosen: list[int] = []
     running = torch.zeros_like(mean)
-    available = torch.ones(len(features), dtype=torch.bool)
-    for t in range(1, k + 1):
+    available = torch.ones(len(features), dtype=torch.bool, device=features.device)
+    for t in range(1, min(k, len(features)) + 1):
         # mean of the chosen set if candidate i were added: (running + f_i) / t
         distance = ((running.unsqueeze(0) + features) / t - mean).norm(dim=1)
         distance[~available] = float("inf")

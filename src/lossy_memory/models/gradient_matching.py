@@ -344,3 +344,25 @@ class GradientMatchingCondenser(L.LightningModule):
         if self.trainer.is_global_zero:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             (self.output_dir / "evaluation.json").write_text(json.dumps({**self.results, **self.eval_settings}, indent=2))
+
+
+def condense(images: torch.Tensor, labels: torch.Tensor, net: Callable[..., Classifier], images_per_class: int,
+             iterations: int, **settings) -> SyntheticSet:
+    """Gradient matching in a plain loop, outside Lightning: ``iterations`` outer iterations on (images, labels).
+
+    ``labels`` may be any classes (e.g. one task's two digits): they are condensed as 0..k-1 and the returned set
+    carries the original labels. ``settings`` are GradientMatchingCondenser's (outer_loop, lr_images, mean, std, ...).
+    Used by the continual strategy that keeps condensed memories (lossy_memory.strategies.CondensedReplay).
+    """
+    classes = torch.unique(labels.cpu(), sorted=True)
+    local = torch.searchsorted(classes, labels.cpu())
+    condenser = GradientMatchingCondenser(net, tuple(images.shape[1:]), len(classes), images_per_class=images_per_class,
+                                          iterations=iterations, **settings)
+    condenser.attach_real_data(images, local)
+    optimizer = condenser.configure_optimizers()
+    for _ in range(iterations):
+        condenser.outer_iteration(optimizer)
+        condenser.iteration += 1
+    synthetic = condenser.synthetic_set()
+    synthetic.labels = classes[synthetic.labels]
+    return synthetic

@@ -3,12 +3,13 @@ memory they share (``EpisodicMemory``: lossless images, recollections, or both, 
 
 from lossy_memory.strategies.agem import AGEM, agem_project
 from lossy_memory.strategies.base import ContinualStrategy, StrategyContext
+from lossy_memory.strategies.condensed import CondensedReplay
 from lossy_memory.strategies.derpp import DERPP
 from lossy_memory.strategies.finetune import OnlineFineTuning
 from lossy_memory.strategies.gem import GEM, project_to_cone
-from lossy_memory.strategies.icarl import ICaRL, herding
+from lossy_memory.strategies.icarl import ICaRL
 from lossy_memory.strategies.memory import EpisodicMemory, Replayed
 from lossy_memory.strategies.replay import ExperienceReplay
 
-__all__ = ["AGEM", "DERPP", "GEM", "ContinualStrategy", "EpisodicMemory", "ExperienceReplay", "ICaRL", "OnlineFineTuning",
-           "Replayed", "StrategyContext", "agem_project", "herding", "project_to_cone"]
+__all__ = ["AGEM", "DERPP", "GEM", "CondensedReplay", "ContinualStrategy", "EpisodicMemory", "ExperienceReplay", "ICaRL", "OnlineFineTuning",
+           "Replayed", "StrategyContext", "agem_project", "project_to_cone"]

@@ -18,24 +18,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from lossy_memory.memory.coresets import herding
 from lossy_memory.memory.replay import evaluating
 from lossy_memory.strategies.base import ContinualStrategy, StrategyContext, check_count
-
-
-def herding(features: torch.Tensor, m: int) -> torch.Tensor:
-    """Indices of m rows of ``features`` [n, d] picked greedily so the running mean of the picks tracks the mean."""
-    features = F.normalize(features.double(), dim=1)
-    target = features.mean(0)
-    picked = torch.zeros(len(features), dtype=torch.bool)
-    order: list[int] = []
-    running = torch.zeros_like(target)
-    for k in range(1, min(m, len(features)) + 1):
-        distance = (target - (running + features) / k).norm(dim=1).masked_fill(picked.to(features.device), float("inf"))
-        pick = int(distance.argmin())
-        order.append(pick)
-        picked[pick] = True
-        running += features[pick]
-    return torch.tensor(order, dtype=torch.long)
 
 
 class ICaRL(ContinualStrategy):
