@@ -297,6 +297,23 @@ def test_replay_draws_every_batch_before_updating_and_mixes_recollections():
     assert all((b["y"][10:] < 2).all() for b in batches)  # replayed labels are task 0's
 
 
+def test_reconstruct_incoming_trains_the_classifier_on_recollections_of_the_incoming_batch():
+    vae = tiny_vae()
+    replay = ExperienceReplay()
+    ctx = context(replay, EpisodicMemory("recollection", lossless_equivalent=4, generator=vae, reconstruct_incoming=True))
+    seen = []
+    ctx.net.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].detach().clone()))
+    x, y = stream()[0]
+    replay.before_task(0)
+    replay.observe({"x": x[:10], "y": y[:10], "task": torch.zeros(10, dtype=torch.long)})
+    with torch.no_grad():
+        expected = vae.eval().reconstruct(x[:10])
+    assert torch.allclose(seen[0][:10], expected) and not torch.allclose(seen[0][:10], x[:10])
+    assert len(ctx.memory) == 10  # what is stored are the real images' codes, as without the option
+    with pytest.raises(ValueError, match="reconstruct_incoming.*has none"):
+        EpisodicMemory("lossless", lossless_equivalent=4, reconstruct_incoming=True)
+
+
 def test_memory_free_strategy_refuses_a_memory_and_memory_strategies_need_one():
     with pytest.raises(ValueError, match="keeps a memory"):
         context(ExperienceReplay())

@@ -78,6 +78,7 @@ class EpisodicMemory(nn.Module):
         generator: nn.Module | None = None,
         generator_replay_size: int | None = None,
         anchor_weight: float = 0.0,
+        reconstruct_incoming: bool = False,
         sampling: SamplingStrategy | None = None,
         seed: int = 0,
         device: str = "cpu",
@@ -120,6 +121,10 @@ class EpisodicMemory(nn.Module):
             raise ValueError(f"memory.anchor_weight must be >= 0, got {anchor_weight}")
         self.generator_replay_size = generator_replay_size
         self.anchor_weight = float(anchor_weight)
+        if reconstruct_incoming and generator is None:
+            raise ValueError("memory.reconstruct_incoming passes incoming images through the generator, but memory.kind='lossless' "
+                             "has none: use memory=recollection or mixed, or reconstruct_incoming=false")
+        self.reconstruct_incoming = bool(reconstruct_incoming)
         object.__setattr__(self, "_snapshot", None)  # not a submodule: a working copy, outside the state dict
         self._snapshot_task = -1  # codes of tasks up to this one are anchored to the snapshot
         self.sampling = sampling or RandomSampling()
@@ -197,6 +202,15 @@ class EpisodicMemory(nn.Module):
         with evaluating(self.generator):
             codes = self.generator.encode(x)
         return codes if self.kind == "recollection" else (x.detach().clamp(0, 1), codes)
+
+    def training_view(self, x: torch.Tensor) -> torch.Tensor:
+        """The incoming images as the classifier trains on them: with ``reconstruct_incoming``, decoded from their
+        codes (what storing them would keep), so that incoming and replayed images are both recollections and the
+        classifier cannot tell old classes from new ones by sharpness; otherwise x itself."""
+        if not self.reconstruct_incoming:
+            return x
+        with evaluating(self.generator):
+            return self.generator.reconstruct(x).to(x.dtype)
 
     def _decode(self, store: ExperienceBuffer, data: Any, device: torch.device) -> torch.Tensor:
         with evaluating(self.generator):

@@ -43,7 +43,7 @@ class ExperienceReplay(ContinualStrategy):
                  "replayed": torch.cat([torch.zeros(len(x), dtype=torch.bool), torch.ones(len(d.x), dtype=torch.bool)])} for d in draws]
 
     def observe(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        mixed_batches = self.batches(batch)
+        mixed_batches = self.batches({**batch, "x": self.memory.training_view(batch["x"])})
         for mixed in mixed_batches:
             loss = F.cross_entropy(self.net(mixed["x"]), mixed["y"])
             self.update(loss)
