@@ -76,7 +76,24 @@ def test_fixed_init_reuses_theta0_and_random_init_draws_fresh_ones():
     assert random.meta_loss(x, y).item() != random.meta_loss(x, y).item()
 
 
+def test_grad_clip_caps_the_joint_norm_of_the_meta_gradient():
+    torch.manual_seed(0)
+    x, y = torch.randn(6, 1, 2, 2), torch.tensor([0, 1, 0, 1, 1, 0])
+    for clip in (None, 1e-4):
+        model = tiny_distiller(grad_clip=clip)
+        model.meta_loss(x, y).backward()
+        raw = torch.cat([model.images.grad.flatten(), model.raw_lrs.grad]).norm()
+        assert model.clip_meta_gradient() == pytest.approx(float(raw), rel=1e-5)
+        norm = torch.cat([model.images.grad.flatten(), model.raw_lrs.grad]).norm()
+        if clip is None:
+            assert norm == raw and raw > 1e-4
+        else:
+            assert norm == pytest.approx(1e-4, rel=1e-3)
+
+
 def test_bad_settings_are_rejected():
+    with pytest.raises(ValueError, match="model.grad_clip"):
+        tiny_distiller(grad_clip=0.0)
     with pytest.raises(ValueError, match="eval_inits must be >= 5"):
         tiny_distiller(init="random", eval_inits=2)
     with pytest.raises(ValueError, match="model.init"):

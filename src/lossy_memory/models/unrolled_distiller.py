@@ -72,6 +72,7 @@ class UnrolledDatasetDistiller(L.LightningModule):
         betas: Sequence[float] = (0.5, 0.999),
         decay_epochs: int = 40,
         decay_factor: float = 0.5,
+        grad_clip: float | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         output_subdir: str = "synthetic",
@@ -90,6 +91,9 @@ class UnrolledDatasetDistiller(L.LightningModule):
             raise ValueError(f"random initialisation is evaluated over fresh inits (mean +- std): model.eval_inits must be >= 5, got {eval_inits}")
         if not init_lr > 0 or not lr > 0:
             raise ValueError(f"model.init_lr and model.lr must be > 0, got {init_lr} and {lr}")
+        if grad_clip is not None and not grad_clip > 0:
+            raise ValueError(f"model.grad_clip (max norm of the meta-gradient) must be > 0 or null, got {grad_clip}")
+        self.grad_clip = None if grad_clip is None else float(grad_clip)
         self.image_shape, self.num_classes = tuple(int(s) for s in image_shape), int(num_classes)
         self.steps, self.epochs, self.init = int(steps), int(epochs), init
         self.inits_per_iteration, self.eval_inits = int(inits_per_iteration), int(eval_inits)
@@ -156,9 +160,18 @@ class UnrolledDatasetDistiller(L.LightningModule):
         loss = self.meta_loss(self.normalizer(batch["x"]), batch["y"])
         optimizer.zero_grad()
         self.manual_backward(loss)
+        grad_norm = self.clip_meta_gradient()
         optimizer.step()
         self.log("train/meta_loss", loss.detach(), on_step=True, prog_bar=True, batch_size=len(batch["x"]))
+        self.log("train/meta_grad_norm", grad_norm, on_step=True, batch_size=len(batch["x"]))
         return loss.detach()
+
+    def clip_meta_gradient(self) -> float:
+        """Scale the images' and step sizes' gradients to a joint norm of at most ``grad_clip`` (null: leave them);
+        returns the norm before clipping. The meta-gradient spikes once the learned step sizes grow, and without a
+        cap a long run can diverge."""
+        limit = float("inf") if self.grad_clip is None else self.grad_clip
+        return float(torch.nn.utils.clip_grad_norm_([self.images, self.raw_lrs], limit))
 
     def on_train_epoch_end(self) -> None:
         self.lr_schedulers().step()
