@@ -10,6 +10,9 @@ memory holds is a config choice (``kind``):
   also held to decode stored codes as it did at the last task boundary (``end_task``);
 * ``"mixed"``: both under one budget (``MixedBuffer``, ``lossy_fraction`` of the bits on codes).
 
+With ``reconstruct_incoming``, experience replay trains the classifier on the incoming images' reconstructions
+(``training_view``) instead of the images, so that it cannot tell replayed (blurred) from incoming (sharp) examples.
+
 The budget is given in bits (``budget_bits``) or as an effective buffer size (``lossless_equivalent``: the bits of
 that many lossless images with their labels and task ids), so that lossless and lossy memories compare at equal bits.
 
