@@ -347,8 +347,9 @@ class GradientMatchingCondenser(L.LightningModule):
 
 
 def condense(images: torch.Tensor, labels: torch.Tensor, net: Callable[..., Classifier], images_per_class: int,
-             iterations: int, **settings) -> SyntheticSet:
-    """Gradient matching in a plain loop, outside Lightning: ``iterations`` outer iterations on (images, labels).
+             iterations: int, device: torch.device | str = "cpu", **settings) -> SyntheticSet:
+    """Gradient matching in a plain loop, outside Lightning: ``iterations`` outer iterations on (images, labels),
+    on ``device`` (the real images stay where they are; batches move as they are drawn).
 
     ``labels`` may be any classes (e.g. one task's two digits): they are condensed as 0..k-1 and the returned set
     carries the original labels. ``settings`` are GradientMatchingCondenser's (outer_loop, lr_images, mean, std, ...).
@@ -357,7 +358,7 @@ def condense(images: torch.Tensor, labels: torch.Tensor, net: Callable[..., Clas
     classes = torch.unique(labels.cpu(), sorted=True)
     local = torch.searchsorted(classes, labels.cpu())
     condenser = GradientMatchingCondenser(net, tuple(images.shape[1:]), len(classes), images_per_class=images_per_class,
-                                          iterations=iterations, **settings)
+                                          iterations=iterations, **settings).to(device)
     condenser.attach_real_data(images, local)
     optimizer = condenser.configure_optimizers()
     for _ in range(iterations):

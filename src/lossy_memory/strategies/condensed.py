@@ -18,7 +18,7 @@ import torch
 
 from lossy_memory.memory.coresets import select_coreset
 from lossy_memory.memory.synthetic import SyntheticSet
-from lossy_memory.strategies.base import ContinualStrategy, StrategyContext
+from lossy_memory.strategies.base import StrategyContext
 from lossy_memory.strategies.replay import ExperienceReplay
 
 SELECTIONS = ("condense", "herding", "random")
@@ -41,7 +41,7 @@ class CondensedReplay(ExperienceReplay):
         self.images_per_class = 0
 
     def setup(self, ctx: StrategyContext) -> None:
-        ContinualStrategy.setup(self, ctx)  # no reservoir interleaver: the memory is written at task ends only
+        super().setup(ctx)
         if ctx.memory.kind != "lossless":
             raise ValueError(f"condensed memories are 8-bit images: use memory=lossless (memory.kind={ctx.memory.kind!r})")
         if ctx.task_train_set is None:
@@ -53,7 +53,7 @@ class CondensedReplay(ExperienceReplay):
             raise ValueError(f"the memory budget holds {items} lossless images, fewer than one per class of the stream "
                              f"({len(classes)} classes): raise memory.lossless_equivalent to at least {len(classes)}")
         ctx.memory.stores.clear()  # one store per class, made at each task's end
-        self.interleaver = None
+        self.interleaver = None  # no reservoir: replay draws across the class stores (EpisodicMemory.sample)
 
     def store(self, batch: dict[str, torch.Tensor]) -> None:
         """Incoming examples are not kept: each class's memory is made once, at its task's end."""
@@ -62,22 +62,22 @@ class CondensedReplay(ExperienceReplay):
         data = self.ctx.task_train_set(task)
         classes = torch.tensor(sorted(self.ctx.task_classes[task]))
         x, y = self.select(data.images, data.labels.cpu(), classes, task)
-        device = next(self.net.parameters()).device
         for c in classes.tolist():
             mine = y == c
-            self.memory.set_store(c, x[mine].to(device), y[mine], task, capacity=self.images_per_class)
+            self.memory.set_store(c, x[mine], y[mine], task, capacity=self.images_per_class)
 
     def select(self, images: torch.Tensor, labels: torch.Tensor, classes: torch.Tensor, task: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``images_per_class`` images of each of the task's ``classes`` in [0, 1], with their labels."""
+        """``images_per_class`` images of each of the task's ``classes`` (uint8 ``images``) in [0, 1], with their labels."""
         m = self.images_per_class
         if self.selection == "condense":
             # learnt in the learner's own input space ([0, 1] pixels), not the reference's normalised one: stored
-            # clamped to pixels and replayed to a learner that sees pixels (split MNIST, budget 50: 0.716 vs 0.462)
+            # clamped to pixels and replayed to a learner that sees pixels (split MNIST, budget 50: 0.716 vs 0.462);
+            # on the learner's device
             channels = images.shape[1]
             synthetic = self.condenser(images, labels, images_per_class=m, seed=self.seed + task,
-                                       mean=(0.0,) * channels, std=(1.0,) * channels)
+                                       mean=(0.0,) * channels, std=(1.0,) * channels, device=next(self.net.parameters()).device)
             return synthetic.pixels(), synthetic.labels
-        x = images.float() / 255 if images.dtype == torch.uint8 else images.float()
+        x = images.float() / 255
         local = torch.searchsorted(classes, labels)
         chosen = select_coreset(self.selection, local, m, len(classes), features=x.flatten(1),
                                 generator=torch.Generator().manual_seed(self.seed + task))
