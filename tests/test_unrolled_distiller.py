@@ -9,8 +9,8 @@ import torch
 
 from conftest import compose_config
 from lossy_memory.memory.synthetic import load_synthetic_set
-from lossy_memory.models.unrolled_distiller import UnrolledDatasetDistiller, inverse_softplus
-from lossy_memory.nets import MLP
+from lossy_memory.models.unrolled_distiller import UnrolledDatasetDistiller, initial_params, inverse_softplus
+from lossy_memory.nets import MLP, LeNet5
 
 TINY = functools.partial(MLP, hidden=[3])
 
@@ -74,6 +74,24 @@ def test_fixed_init_reuses_theta0_and_random_init_draws_fresh_ones():
     a, b = random.fresh_theta0(), random.fresh_theta0()
     assert any(not torch.equal(a[k], b[k]) for k in a)
     assert random.meta_loss(x, y).item() != random.meta_loss(x, y).item()
+
+
+def test_xavier_theta0_matches_the_reference_init_and_default_keeps_the_modules_own():
+    torch.manual_seed(0)
+    net = LeNet5((1, 28, 28), 10)
+    xavier, default = initial_params(net, "xavier"), initial_params(net, "default")
+    for name, weight in xavier.items():
+        if name.endswith("bias"):
+            assert torch.count_nonzero(weight) == 0, name
+            assert torch.count_nonzero(default[name]) > 0, name
+        elif weight.dim() >= 2:  # Xavier-normal: std sqrt(2 / (fan_in + fan_out))
+            fan_out, fan_in = weight.shape[0] * weight[0, 0].numel(), weight.shape[1] * weight[0, 0].numel()
+            assert weight.std().item() == pytest.approx((2 / (fan_in + fan_out)) ** 0.5, rel=0.2), name
+    # PyTorch's default draws fc1 (400 -> 120) with std 1/sqrt(3 * 400): about half the reference's
+    fc1 = next(name for name, w in xavier.items() if w.shape == (120, 400))
+    assert default[fc1].std() < 0.6 * xavier[fc1].std()
+    with pytest.raises(ValueError, match="weight_init"):
+        tiny_distiller(weight_init="orthogonal")
 
 
 def test_grad_clip_caps_the_joint_norm_of_the_meta_gradient():

@@ -13,10 +13,12 @@ explicit parameter dicts theta_t, and the inner gradients are taken with ``creat
 the Hessian-vector products; no second-order code is written by hand. Memory grows linearly with T
 (benchmarks/bench_condensation.py measures it).
 
-``init="fixed"``: one theta_0 (drawn once from the network's init with ``seed``), kept in the model and the saved set;
+``init="fixed"``: one theta_0 (drawn once with ``seed``), kept in the model and the saved set;
 ``init="random"``: ``inits_per_iteration`` fresh theta_0 from the init distribution at every iteration (the loss is
 their mean), so the set must work from any initialisation. Evaluation (test stage) replays the learned steps from
 theta_0 (fixed) or from ``eval_inits`` >= 5 fresh initialisations (random; mean +- std of test accuracy).
+theta_0 is drawn as the reference draws it (``weight_init="xavier"``: Xavier-normal conv / linear weights, zero
+biases); ``"default"`` takes the modules' own ``reset_parameters``.
 Images live in normalised space (MNIST mean 0.1307, std 0.3081); the reference's optimiser for them is Adam
 (lr 0.01, betas 0.5, 0.999), halved every 40 epochs of real data.
 """
@@ -38,18 +40,27 @@ from lossy_memory.memory.synthetic import Normalizer, SyntheticSet, default_stat
 from lossy_memory.nets import Classifier
 
 INITS = ("fixed", "random")
+WEIGHT_INITS = ("xavier", "default")
 
 
 def inverse_softplus(y: float) -> float:
     return y + math.log(-math.expm1(-y))
 
 
-def initial_params(net: nn.Module) -> dict[str, torch.Tensor]:
-    """A fresh draw of ``net``'s parameters from its own init (``reset_parameters`` of every module)."""
+def initial_params(net: nn.Module, weight_init: str = "xavier") -> dict[str, torch.Tensor]:
+    """A fresh draw of ``net``'s parameters: every module's ``reset_parameters``, then (``"xavier"``) Xavier-normal
+    weights and zero biases for conv and linear layers, the reference's init (PyTorch's default draws the linear
+    layers about half as large, and the distilled steps then start from a network that barely moves)."""
+    if weight_init not in WEIGHT_INITS:
+        raise ValueError(f"weight_init must be one of {WEIGHT_INITS}, got {weight_init!r}")
     with torch.no_grad():
         for module in net.modules():
             if hasattr(module, "reset_parameters") and module is not net:
                 module.reset_parameters()
+            if weight_init == "xavier" and isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.xavier_normal_(module.weight)
+                if module.bias is not None:
+                    module.bias.zero_()
     return {name: p.detach().clone() for name, p in net.named_parameters()}
 
 
@@ -66,6 +77,7 @@ class UnrolledDatasetDistiller(L.LightningModule):
         epochs: int = 3,
         init_lr: float = 0.02,
         init: str = "fixed",
+        weight_init: str = "xavier",
         inits_per_iteration: int = 1,
         eval_inits: int = 5,
         lr: float = 0.01,
@@ -83,6 +95,8 @@ class UnrolledDatasetDistiller(L.LightningModule):
         self.automatic_optimization = False
         if init not in INITS:
             raise ValueError(f"model.init must be one of {INITS}, got {init!r}")
+        if weight_init not in WEIGHT_INITS:
+            raise ValueError(f"model.weight_init must be one of {WEIGHT_INITS}, got {weight_init!r}")
         for name, value in (("images_per_class_per_step", images_per_class_per_step), ("steps", steps), ("epochs", epochs),
                             ("inits_per_iteration", inits_per_iteration), ("decay_epochs", decay_epochs)):
             if isinstance(value, bool) or int(value) != value or value < 1:
@@ -95,7 +109,7 @@ class UnrolledDatasetDistiller(L.LightningModule):
             raise ValueError(f"model.grad_clip (max norm of the meta-gradient) must be > 0 or null, got {grad_clip}")
         self.grad_clip = None if grad_clip is None else float(grad_clip)
         self.image_shape, self.num_classes = tuple(int(s) for s in image_shape), int(num_classes)
-        self.steps, self.epochs, self.init = int(steps), int(epochs), init
+        self.steps, self.epochs, self.init, self.weight_init = int(steps), int(epochs), init, weight_init
         self.inits_per_iteration, self.eval_inits = int(inits_per_iteration), int(eval_inits)
         self.lr, self.betas, self.decay_epochs, self.decay_factor = float(lr), tuple(betas), int(decay_epochs), float(decay_factor)
         self.seed, self.output_subdir = int(seed), output_subdir
@@ -111,7 +125,7 @@ class UnrolledDatasetDistiller(L.LightningModule):
         self.raw_lrs = nn.Parameter(torch.full((self.steps * self.epochs,), inverse_softplus(float(init_lr))))
         with torch.random.fork_rng():
             torch.manual_seed(self.seed)
-            fixed = initial_params(self.net)
+            fixed = initial_params(self.net, self.weight_init)
         self.theta0_names = list(fixed)
         for i, name in enumerate(self.theta0_names):  # the fixed theta_0 travels with the model (device, checkpoints)
             self.register_buffer(f"theta0_{i}", fixed[name])
@@ -127,7 +141,7 @@ class UnrolledDatasetDistiller(L.LightningModule):
         return {name: getattr(self, f"theta0_{i}") for i, name in enumerate(self.theta0_names)}
 
     def fresh_theta0(self) -> dict[str, torch.Tensor]:
-        return {k: v.to(self.images.device) for k, v in initial_params(self.net).items()}
+        return {k: v.to(self.images.device) for k, v in initial_params(self.net, self.weight_init).items()}
 
     def unroll(self, theta0: dict[str, torch.Tensor], create_graph: bool = True) -> dict[str, torch.Tensor]:
         """theta_T after replaying the learned steps from ``theta0`` (differentiable in images and rates when create_graph)."""
