@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import shutil
 
 import pytest
 import torch
@@ -61,6 +62,26 @@ def test_batched_path_gives_the_loops_match_loss_and_image_gradients(one_thread)
     torch.testing.assert_close(results[True][0], results[False][0], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(results[True][1], results[False][1], rtol=1e-5, atol=1e-5)
     assert results[False][1].abs().sum() > 0
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_first_order_passes_give_the_eager_match_loss_image_gradients_and_network_update(one_thread):
+    results = {}
+    for compiled in (False, True):
+        model = condenser(batched=False, compile=compiled)
+        torch.manual_seed(1)
+        net = model.fresh_net()
+        forward = model.first_order(net)
+        assert (forward is net) is not compiled
+        real = model.real_batches()
+        loss = model.match_loss(net, real, model.synthetic_images.view(10, 2, 1, 28, 28), forward)
+        loss.backward()
+        model.train_net_on_synthetic(forward, torch.optim.SGD(net.parameters(), lr=0.1))
+        results[compiled] = (loss.detach(), model.synthetic_images.grad.clone(), torch.cat([p.detach().flatten() for p in net.parameters()]))
+    for eager, compiled in zip(results[False], results[True]):
+        torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
+    assert results[True][1].abs().sum() > 0
 
 
 def test_outer_iteration_moves_the_synthetic_images_and_lowers_the_match_loss_on_a_fixed_net(one_thread):
