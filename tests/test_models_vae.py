@@ -69,6 +69,21 @@ def test_training_makes_the_codes_carry_the_image():
     assert not torch.equal(codes[0], codes[-1])
 
 
+@pytest.mark.parametrize("name", ["l1", "mse"])
+def test_reconstruction_loss_is_the_configured_per_image_sum(name):
+    model = make_discrete(c=8, l=2, hidden=8, reconstruction_loss=name)
+    x_hat, x = torch.full((2, 1, 28, 28), 0.5), torch.zeros(2, 1, 28, 28)
+    x[1] = 1.0
+    # per pixel |0.5 - 0| = 0.5 (l1) or 0.25 (mse), summed over 784 pixels, for each of the two images
+    expected = 784 * (0.5 if name == "l1" else 0.25)
+    assert torch.allclose(model.reconstruction_error(x_hat, x), torch.full((2,), expected))
+
+
+def test_an_unknown_reconstruction_loss_is_refused():
+    with pytest.raises(ValueError, match="reconstruction_loss must be one of"):
+        make_discrete(reconstruction_loss="bce")
+
+
 def test_continuous_vae_stores_means():
     model = ContinuousVAE(GaussianLatent(8), ConvEncoder, ConvDecoder, torch.optim.Adam, (1, 28, 28))
     x = torch.rand(3, 1, 28, 28)

@@ -33,9 +33,9 @@ def _one_thread(one_thread):
     torch.manual_seed(0)
 
 
-def tiny_vae(c: int = 8, hidden: int = 4) -> DiscreteVAE:
+def tiny_vae(c: int = 8, hidden: int = 4, **kwargs) -> DiscreteVAE:
     return DiscreteVAE(CategoricalLatent(c, 2), partial(ConvEncoder), partial(ConvDecoder), partial(torch.optim.Adam, lr=1e-3),
-                       image_shape=SHAPE, hidden=hidden)
+                       image_shape=SHAPE, hidden=hidden, **kwargs)
 
 
 def stream(num_tasks: int = 3, per_task: int = 40, classes_per_task: int = 2):
@@ -374,6 +374,22 @@ def test_anchoring_keeps_stored_codes_decoding_as_at_the_task_boundary():
             drift[weight] = float((vae.decode(codes) - at_boundary).abs().mean())
     assert at_boundary.mean() > 0.05  # not the all-black image
     assert drift[1.0] < 0.25 * drift[0.0], drift
+
+
+def test_the_generators_online_loss_uses_its_reconstruction_loss():
+    """generator_loss with an empty memory is the DiscreteVAE's loss on x: same value under the same Gumbel noise."""
+    x = torch.rand(6, *SHAPE)
+    for name in ("l1", "mse"):
+        vae = tiny_vae(reconstruction_loss=name)
+        memory = EpisodicMemory("recollection", lossless_equivalent=4, generator=vae)
+        memory.build(SHAPE, 4, 2)
+        torch.manual_seed(3)
+        online = memory.generator_loss(x)
+        torch.manual_seed(3)
+        x_hat, kl = vae(x)
+        direct = vae.reconstruction_error(x_hat, x).mean() + vae.kl_weight * kl.mean()
+        assert torch.allclose(online, direct), name
+    assert not torch.allclose(vae.reconstruction_error(x_hat, x), (x_hat - x).abs().flatten(1).sum(1))  # mse is not l1
 
 
 def test_memory_state_round_trips_with_its_stores_and_snapshot():

@@ -37,7 +37,6 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lossy_memory.memory import ExperienceBuffer, LosslessBuffer, MixedBuffer, RecollectionBuffer
@@ -324,11 +323,11 @@ class EpisodicMemory(nn.Module):
     def generator_loss(self, x: torch.Tensor) -> torch.Tensor:
         """The generator's online objective on incoming images x interleaved with its own recollections.
 
-        The DiscreteVAE loss (per-image L1 sum + kl_weight * KL) on x and ``generator_replay_size`` recollections
+        The DiscreteVAE loss (per-image reconstruction error sum + kl_weight * KL) on x and ``generator_replay_size`` recollections
         (decoded from stored codes, drawn before the update; lossless items of a mixed memory join as images). With
         ``anchor_weight`` > 0 and a snapshot from the last task boundary, the recollections of codes stored up to
         that boundary are the snapshot's decoding of them, and the decoder is also trained to map each such code to
-        it (L1 sum, times ``anchor_weight``): autoencoding its recollections alone lets the decoder drift, so that
+        it (the same reconstruction error, times ``anchor_weight``): autoencoding its recollections alone lets the decoder drift, so that
         old codes come to decode as images of recent tasks. Codes stored since the boundary are left to the
         current generator (the snapshot never learnt them).
         """
@@ -357,12 +356,12 @@ class EpisodicMemory(nn.Module):
                 rows.append(recollections)
                 if old.any():
                     decoded = self.generator.decoder(self.generator.latent.embed(codes[old]))
-                    anchor = F.l1_loss(decoded, recollections[old], reduction="none").flatten(1).sum(1).mean()
+                    anchor = self.generator.reconstruction_error(decoded, recollections[old]).mean()
             if images:
                 rows.append(torch.cat(images).to(x.device).float() / 255)
         batch = torch.cat(rows)
         x_hat, kl = self.generator(batch)
-        reconstruction = F.l1_loss(x_hat, batch, reduction="none").flatten(1).sum(1).mean()
+        reconstruction = self.generator.reconstruction_error(x_hat, batch).mean()
         loss = reconstruction + self.generator.kl_weight * kl.mean()
         return loss if anchor is None else loss + self.anchor_weight * anchor
 
