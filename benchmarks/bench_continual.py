@@ -17,6 +17,9 @@ step-to-step noise).
 A second, shorter table times lossless and recollection replay (N=1) in the settings of ``+experiment=cifar100_lifelong``
 (GEM's reduced ResNet-18, 32x32 colour images, budget 200, c=620 generator): the same ratio where the classifier is
 not a small MLP.
+
+Everything runs on the GPU when one is visible (``torch.cuda.is_available()``), else on the CPU; the stores stay in
+host memory either way, as in training (``memory.device``), and each timed step ends with a device synchronisation.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from lossy_memory.strategies import ContinualStrategy, EpisodicMemory, StrategyC
 BATCH, WARMUP, TIMED = 10, 5, 60
 RATIO_BAR, FILL_BAR = 2.0, 1.2
 FILL_BUDGET = 200
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @dataclass(frozen=True)
@@ -79,9 +83,10 @@ class Learner:
         torch.manual_seed(seed)
         self.strategy: ContinualStrategy = instantiate(cfg.strategy)
         self.memory: EpisodicMemory | None = instantiate(cfg.memory) if self.strategy.uses_memory else None
-        self.net = instantiate(cfg.classifier)(image_shape=setting.image_shape, num_classes=setting.num_classes)
+        self.net = instantiate(cfg.classifier)(image_shape=setting.image_shape, num_classes=setting.num_classes).to(DEVICE)
         optimizer = instantiate(cfg.model.optimizer)(params=self.net.parameters())
         if self.memory is not None:
+            self.memory.to(DEVICE)
             self.memory.build(setting.image_shape, setting.num_classes, setting.num_tasks)
             if fill:
                 fill_memory(self.memory, fill, setting.image_shape)
@@ -103,13 +108,20 @@ class Learner:
             self.generator_optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.generator_optimizer.step()
+            synchronize()
         generator_time = time.perf_counter() - start
         self.strategy.observe(batch)
+        synchronize()
         return generator_time
 
     @property
     def fill(self) -> float:
         return 0.0 if self.memory is None else len(self.memory) / self.memory.capacity
+
+
+def synchronize() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def fill_memory(memory: EpisodicMemory, fraction: float, image_shape: tuple[int, int, int]) -> None:
@@ -127,12 +139,12 @@ def fill_memory(memory: EpisodicMemory, fraction: float, image_shape: tuple[int,
 
 
 def batches(count: int, setting: Setting = SPLIT_MNIST) -> list[dict[str, torch.Tensor]]:
-    """Random incoming batches of task 1 in the setting's image shape and classes."""
+    """Random incoming batches of task 1 in the setting's image shape and classes, on the device."""
     generator = torch.Generator().manual_seed(0)
     classes = torch.tensor(setting.task_classes[1])
-    return [{"x": torch.rand(BATCH, *setting.image_shape, generator=generator),
-             "y": classes[torch.randint(0, len(classes), (BATCH,), generator=generator)],
-             "task": torch.ones(BATCH, dtype=torch.long)} for _ in range(count)]
+    return [{"x": torch.rand(BATCH, *setting.image_shape, generator=generator).to(DEVICE),
+             "y": classes[torch.randint(0, len(classes), (BATCH,), generator=generator)].to(DEVICE),
+             "task": torch.ones(BATCH, dtype=torch.long, device=DEVICE)} for _ in range(count)]
 
 
 def time_interleaved(loops: dict[str, Learner], stream: list[dict[str, torch.Tensor]]) -> tuple[dict[str, float], dict[str, float]]:
@@ -155,7 +167,8 @@ def cifar100_ratio() -> None:
     loops = {"lossless N=1": Learner("replay", "lossless", 1, budget=200, setting=CIFAR100),
              "recollection N=1": Learner("replay", "recollection_c620", 1, budget=200, setting=CIFAR100)}
     median, share = time_interleaved(loops, batches(WARMUP + TIMED // 3, CIFAR100))
-    print(f"\ncifar100_lifelong settings (reduced ResNet-18, 3x32x32, budget 200, c=620 l=2 generator); median of {TIMED // 3} steps")
+    print(f"\ncifar100_lifelong settings (reduced ResNet-18, 3x32x32, budget 200, c=620 l=2 generator) on {DEVICE}; "
+          f"median of {TIMED // 3} steps")
     for name in loops:
         print(f"{name:<30}{BATCH / median[name]:>12.1f} examples/s{1000 * median[name] / BATCH:>10.2f} ms/example"
               f"{share[name]:>8.0%} generator")
@@ -178,7 +191,7 @@ def main() -> None:
     fills_before = {name: loop.fill for name, loop in loops.items()}
     median, generator_share = time_interleaved(loops, batches(WARMUP + TIMED))
     capacity = {name: (loop.memory.capacity if loop.memory is not None else 0) for name, loop in loops.items()}
-    print(f"split-MNIST settings (MLP 2x100, incoming batch {BATCH}, c=38 l=2 generator), random MNIST-shaped data; median of "
+    print(f"split-MNIST settings (MLP 2x100, incoming batch {BATCH}, c=38 l=2 generator), random MNIST-shaped data, on {DEVICE}; median of "
           f"{TIMED} interleaved steps a loop after {WARMUP} warm-up; {torch.get_num_threads()} threads, load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"{'loop':<30}{'items':>8}{'fill':>13}{'examples/s':>12}{'ms/example':>12}{'generator share':>17}")
