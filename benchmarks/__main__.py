@@ -15,7 +15,7 @@ import torch
 
 def main() -> None:
     torch.manual_seed(0)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CUDA {'available' if torch.cuda.is_available() else 'not available'}")
     names = sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)]) if m.name.startswith("bench_"))
     selected = sys.argv[1:] or names
     for name in selected:
