@@ -9,9 +9,9 @@ strategies and the memory are driven directly, without Lightning (its overhead i
 
 Buffers start full (the stream's steady state), except for the fill comparison: recollection replay with N=1 under
 the largest budget of the paper (200 lossless images' bits, about 23,000 codes), its buffer filled to 10% and to
-100% before timing; and the recollection memory with which recollections beat lossless replay on split MNIST
-(README: 48 filters, ``reconstruct_incoming``), "tuned". Every loop takes one step per round, in turn, so all see the same machine load; figures are
-medians over the timed steps. The project's bars: recollection replay (N=1) costs at most 2x lossless replay (N=1)
+100% before timing; "tuned" is the recollection memory with which recollections beat lossless replay on split
+MNIST (README: 48 filters, ``reconstruct_incoming``). Every loop takes one step per round, in turn, so all see the
+same machine load; figures are medians over the timed steps. The project's bars: recollection replay (N=1) costs at most 2x lossless replay (N=1)
 per incoming example, and its cost per example does not grow as the buffer fills (100% / 10% at most 1.2x: within
 step-to-step noise).
 
