@@ -323,12 +323,12 @@ class EpisodicMemory(nn.Module):
     def generator_loss(self, x: torch.Tensor) -> torch.Tensor:
         """The generator's online objective on incoming images x interleaved with its own recollections.
 
-        The DiscreteVAE loss (per-image reconstruction error sum + kl_weight * KL) on x and ``generator_replay_size`` recollections
-        (decoded from stored codes, drawn before the update; lossless items of a mixed memory join as images). With
-        ``anchor_weight`` > 0 and a snapshot from the last task boundary, the recollections of codes stored up to
-        that boundary are the snapshot's decoding of them, and the decoder is also trained to map each such code to
-        it (the same reconstruction error, times ``anchor_weight``): autoencoding its recollections alone lets the decoder drift, so that
-        old codes come to decode as images of recent tasks. Codes stored since the boundary are left to the
+        The DiscreteVAE loss (per-image reconstruction error + kl_weight * KL) on x and ``generator_replay_size``
+        recollections (decoded from stored codes, drawn before the update; lossless items of a mixed memory join as
+        images). With ``anchor_weight`` > 0 and a snapshot from the last task boundary, the recollections of codes
+        stored up to that boundary are the snapshot's decoding of them, and the decoder is also trained to map each
+        such code to it (the same reconstruction error, times ``anchor_weight``): autoencoding its recollections
+        alone lets the decoder drift, so that old codes come to decode as images of recent tasks. Codes stored since the boundary are left to the
         current generator (the snapshot never learnt them).
         """
         rows, anchor = [x], None
