@@ -11,12 +11,13 @@ from lossy_memory.models import DiscreteVAE
 from lossy_memory.nets import MLP, CategoricalLatent, ConvDecoder, ConvEncoder
 from lossy_memory.memory.coresets import herding
 from lossy_memory.models.gradient_matching import condense
+from lossy_memory.memory import EpisodicMemory
 from lossy_memory.strategies import (
+    ContinualStep,
     AGEM,
     DERPP,
     GEM,
     CondensedReplay,
-    EpisodicMemory,
     ExperienceReplay,
     ICaRL,
     OnlineFineTuning,
@@ -50,14 +51,14 @@ def stream(num_tasks: int = 3, per_task: int = 40, classes_per_task: int = 2):
 
 
 def context(strategy, memory=None, num_tasks=3, classes_per_task=2, lr=0.1, task_train_set=None):
+    """The strategy prepared as the learner prepares it (``ContinualStep.prepare``: memory built, then setup)."""
     num_classes = num_tasks * classes_per_task
     net = MLP(SHAPE, num_classes, hidden=[16])
     classes = [tuple(range(t * classes_per_task, (t + 1) * classes_per_task)) for t in range(num_tasks)]
-    if memory is not None:
-        memory.build(SHAPE, num_classes, num_tasks)
-    ctx = StrategyContext(net, torch.optim.SGD(net.parameters(), lr=lr), num_classes, classes, memory, task_train_set=task_train_set)
-    strategy.setup(ctx)
-    return ctx
+    step = ContinualStep(strategy, memory, generator_steps=0)
+    step.prepare(net, SHAPE, num_classes, classes, task_train_set)
+    strategy.ctx.optimizer = torch.optim.SGD(net.parameters(), lr=lr)
+    return strategy.ctx
 
 
 def run(strategy, tasks, batch=10, upto=None):
@@ -168,17 +169,33 @@ def test_budget_below_one_item_is_a_clear_error():
         EpisodicMemory("recollection", lossless_equivalent=1)
 
 
-def test_pending_writes_name_the_slots_add_fills():
+def test_add_returns_the_slots_it_wrote():
     memory = EpisodicMemory("lossless", lossless_equivalent=8)
     memory.build(SHAPE, 10, 1)
     store = memory.stores[0]
+    landed = 0
     for step in range(6):
         x = torch.rand(5, *SHAPE)
         (written,) = memory.add(x, torch.full((5,), step), 0)
         stored = store.stored[0]
         assert torch.equal(stored[written.slots], (x[written.sources] * 255).round().to(torch.uint8))
         assert (store.stored[1][written.slots] == step).all()
+        landed += len(written.slots)
     assert store.num_seen == 30 and len(store) == 8
+    assert 8 < landed < 30  # the fill phase writes every item, the reservoir only some
+
+
+def test_per_class_layout_keeps_a_reservoir_per_class_and_says_where_items_went():
+    memory = EpisodicMemory("lossless", lossless_equivalent=6, layout="per_class")
+    memory.build(SHAPE, 3, 1)
+    x, y = torch.rand(12, *SHAPE), torch.arange(12) % 3
+    writes = memory.add(x, y, 0)
+    assert sorted(w.store for w in writes) == [0, 1, 2]
+    for w in writes:
+        assert (y[w.sources] == w.store).all()
+        assert (memory.stores[w.store].stored[1][w.slots] == w.store).all()
+    assert all(s.capacity == 2 for s in memory.stores.values())  # a third of the budget each
+    assert memory.bits_used() <= memory.budget_bits
 
 
 # -- DER++ --------------------------------------------------------------------------------------------------------
@@ -190,11 +207,26 @@ def test_derpp_keeps_the_logits_each_item_was_stored_with():
     with torch.no_grad():
         expected = ctx.net(x[:10])
     derpp.observe({"x": x[:10], "y": y[:10], "task": torch.zeros(10, dtype=torch.long)})
-    assert torch.allclose(derpp.logits[0][:10], expected)
     drawn = ctx.memory.sample(20)
-    assert torch.allclose(derpp._stored_logits(drawn), derpp.logits[0][drawn.slots])
+    assert torch.allclose(drawn.attributes["logits"], expected[drawn.slots])  # item k sits in slot k while filling
     derpp.observe({"x": x[10:20], "y": y[10:20], "task": torch.zeros(10, dtype=torch.long)})  # replays now
     assert len(ctx.memory) == 20
+
+
+@pytest.mark.parametrize(("logit_dtype", "bits"), [("float32", 32), ("float16", 16)])
+def test_derpp_memory_pays_for_its_logits_within_the_budget(logit_dtype, bits):
+    """Equal bits: the logits kept per item come out of the same budget (split MNIST: 10 logits of 32 bits per item)."""
+    derpp = DERPP(logit_dtype=logit_dtype)
+    memory = EpisodicMemory("lossless", lossless_equivalent=20)
+    ctx = context(derpp, memory)
+    item = 8 * 64 + 8 + 8 + 6 * bits  # 8x8 image, label, task id, 6 logits
+    assert memory.stores[0].item_bits == item
+    assert memory.capacity == int(memory.budget_bits // item) < 20
+    run(derpp, stream())
+    assert len(memory) == memory.capacity and memory.bits_used() <= memory.budget_bits
+    assert memory.stores[0].sample(3).attributes["logits"].dtype == getattr(torch, logit_dtype)
+    with pytest.raises(ValueError, match="logit_dtype"):
+        DERPP(logit_dtype="int8")
 
 
 # -- iCaRL ---------------------------------------------------------------------------------------------------------
@@ -270,7 +302,7 @@ def test_herding_selection_stores_the_herded_real_examples():
 @pytest.mark.parametrize(("kwargs", "memory", "message"), [
     ({"selection": "kmeans"}, None, "strategy.selection"),
     ({"selection": "condense"}, None, "needs strategy.condenser"),
-    ({"selection": "random"}, EpisodicMemory("lossless", lossless_equivalent=5), r"fewer than one per class .*6 classes.*at least 6"),
+    ({"selection": "random"}, EpisodicMemory("lossless", lossless_equivalent=5), r"per class \(6 classes\).*holds no lossless item.*at least 6"),
     ({"selection": "random"}, EpisodicMemory("recollection", lossless_equivalent=5, generator=tiny_vae()), "use memory=lossless"),
 ])
 def test_condensed_replay_bad_input_is_a_clear_error(kwargs, memory, message):
@@ -317,8 +349,10 @@ def test_reconstruct_incoming_trains_the_classifier_on_recollections_of_the_inco
 def test_memory_free_strategy_refuses_a_memory_and_memory_strategies_need_one():
     with pytest.raises(ValueError, match="keeps a memory"):
         context(ExperienceReplay())
+    memory = EpisodicMemory("lossless", lossless_equivalent=4)
     with pytest.raises(ValueError, match="keeps no memory"):
-        context(OnlineFineTuning(), EpisodicMemory("lossless", lossless_equivalent=4))
+        OnlineFineTuning().setup(StrategyContext(MLP(SHAPE, 6, hidden=[4]), None, 6, [(0, 1)], memory))
+    assert ContinualStep(OnlineFineTuning(), memory).memory is None  # the learner drops a memory nothing uses
 
 
 def test_replay_reduces_forgetting_against_fine_tuning():
@@ -340,10 +374,10 @@ def test_derpp_with_a_mixed_memory_keeps_logits_for_both_parts():
     store = ctx.memory.stores[0]
     assert store.lossy.capacity > store.lossless.capacity >= 1  # half the bits buy many more codes than images
     run(derpp, stream(), upto=2)
-    assert derpp.logits[0].shape == (store.capacity, 6)
-    drawn = ctx.memory.sample(30)
-    assert (drawn.slots < store.capacity).all()
-    assert (derpp.logits[0][store.lossy.capacity:].abs().sum(1) > 0).all()  # the lossless slots got their logits too
+    drawn = ctx.memory.sample(60)
+    assert drawn.attributes["logits"].shape == (60, 6) and (drawn.slots < store.capacity).all()
+    lossless = drawn.slots >= store.lossy.capacity
+    assert lossless.any() and (drawn.attributes["logits"][lossless].abs().sum(1) > 0).all()  # the lossless slots got their logits too
     assert ctx.memory.bits_used() <= ctx.memory.budget_bits
 
 
@@ -369,7 +403,7 @@ def test_anchoring_keeps_stored_codes_decoding_as_at_the_task_boundary():
                 with torch.no_grad():
                     at_boundary = vae.decode(codes)
                 memory.end_task(0)
-                assert (memory._snapshot is not None) == (weight > 0)
+                assert (memory.online.snapshot is not None) == (weight > 0)
         with torch.no_grad():
             drift[weight] = float((vae.decode(codes) - at_boundary).abs().mean())
     assert at_boundary.mean() > 0.05  # not the all-black image
@@ -407,4 +441,4 @@ def test_memory_state_round_trips_with_its_stores_and_snapshot():
     assert torch.equal(restored.stores[0].stored_codes(), memory.stores[0].stored_codes())
     assert torch.equal(restored.sample(5).x, memory.sample(5).x)  # same generator weights, same draws
     codes = memory.stores[0].stored_codes()
-    assert torch.equal(restored._snapshot.decode(codes), memory._snapshot.decode(codes))
+    assert torch.equal(restored.online.snapshot.decode(codes), memory.online.snapshot.decode(codes))

@@ -34,7 +34,7 @@ from lossy_memory.memory.synthetic import Normalizer, evaluate_synthetic_set, no
 from lossy_memory.models.discrete_vae import DiscreteVAE
 from lossy_memory.reports import markdown_table, write_csv
 from lossy_memory.runtime import CONFIG_DIR, register_resolvers
-from lossy_memory.strategies.memory import stored_items
+from lossy_memory.memory.episodic import stored_items
 
 register_resolvers()
 

@@ -14,6 +14,12 @@ shards' reservoirs are disjoint, and together they hold world_size * capacity it
 rank. Give each rank its own seed so that their draws are independent: ``RecollectionWriter`` reseeds rank r's
 buffer with ``seed + r`` (``reseed``).
 
+Per-slot attributes: a buffer built with ``attributes={"logits": ((10,), torch.float16)}`` keeps, beside each
+item, one tensor of that shape and dtype (what a strategy needs of the moment the item was stored: DER++'s logits),
+written by ``add`` at the item's slot, drawn with it (``BufferSample.attributes``), and counted in the item's bits
+at the dtype it is stored in, so a budget pays for everything the memory keeps. ``add`` returns where the batch
+landed (``Writes``), so nothing outside a buffer needs its private state.
+
 Exact storage: a RecollectionBuffer keeps its codes as one bitstream (``packing.pack_stream``), item i at bits
 [i*B, (i+1)*B) with B = c * ceil(log2 l), so n items take ceil(n*B / 8) bytes, no padding per item. The stream
 is read and written in blocks of k = 8 / gcd(B, 8) items (a whole number of bytes, k <= 8): replacing slot j
@@ -22,9 +28,10 @@ rewrites j's block (read, unpack, set the item, pack, write back), for all the s
 
 from __future__ import annotations
 
+import math
 import operator
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -44,15 +51,33 @@ from lossy_memory.memory.packing import (
 Decoder = Callable[[torch.Tensor], torch.Tensor]
 
 
+Attributes = Mapping[str, tuple[Sequence[int], torch.dtype]]  # name -> (shape of one item's value, stored dtype)
+
+
 class BufferSample(NamedTuple):
     """Items drawn from a buffer. ``data``: codes LongTensor [n, c] (recollections), uint8 images [n, C, H, W]
     (lossless), or the pair (codes, images) of a MixedBuffer, whose labels/tasks/slots list the codes' items first.
-    ``slots``: where each item sits in the buffer (None for codes drawn from the prior)."""
+    ``slots``: where each item sits in the buffer (None for codes drawn from the prior). ``attributes``: each
+    per-slot attribute of the drawn items (empty when the buffer keeps none)."""
 
     data: Any
     labels: torch.Tensor | None
     tasks: torch.Tensor | None
     slots: torch.Tensor | None
+    attributes: Mapping[str, torch.Tensor] = {}
+
+
+class Writes(NamedTuple):
+    """Where ``add`` put a batch: batch positions ``sources`` landed in ``slots`` (ascending; items the reservoir
+    passed over are in neither). Slots of a MixedBuffer's lossless part follow its lossy part's capacity."""
+
+    sources: torch.Tensor
+    slots: torch.Tensor
+
+
+def attribute_bits(attributes: Attributes | None) -> int:
+    """Bits one item's attributes take at their stored dtypes."""
+    return sum(8 * torch.empty((), dtype=dtype).element_size() * math.prod(shape) for shape, dtype in (attributes or {}).values())
 
 
 class ExperienceBuffer(ABC):
@@ -81,7 +106,9 @@ class ExperienceBuffer(ABC):
         """Bits held by the stored items (payload, labels and task ids)."""
 
     @abstractmethod
-    def add(self, items: Any, labels: torch.Tensor, tasks: torch.Tensor | int) -> None: ...
+    def add(self, items: Any, labels: torch.Tensor, tasks: torch.Tensor | int,
+            attributes: Mapping[str, torch.Tensor] | None = None) -> Writes:
+        """Offer a batch to the reservoir; returns where its items landed."""
 
     @abstractmethod
     def sample(self, n: int) -> BufferSample:
@@ -135,13 +162,15 @@ class ReservoirBuffer(ExperienceBuffer):
 
     ``payload_bits``: bits of an item's payload (counted in ``item_bits``); ``packed_bits``: the part of them packed
     into one bitstream of whole bytes, whose last partial byte a budget must leave room for (0: whole bytes).
+    ``attributes``: per-slot attributes (module docstring), counted in ``item_bits``.
     """
 
     def __init__(self, payload_bits: int, packed_bits: int, capacity: int | None, budget_bits: float | None,
-                 num_classes: int, num_tasks: int, seed: int, device: str | torch.device):
+                 num_classes: int, num_tasks: int, seed: int, device: str | torch.device, attributes: Attributes | None = None):
         self.num_classes, self.num_tasks = int(num_classes), int(num_tasks)
         self.label_dtype, self.task_dtype = storage_dtype(num_classes), storage_dtype(num_tasks)
-        self.item_bits = int(payload_bits) + label_task_bits(num_classes, num_tasks)
+        self.attribute_specs = {str(k): (tuple(int(d) for d in shape), dtype) for k, (shape, dtype) in (attributes or {}).items()}
+        self.item_bits = int(payload_bits) + label_task_bits(num_classes, num_tasks) + attribute_bits(self.attribute_specs)
         if (capacity is None) == (budget_bits is None):
             raise ValueError(f"give exactly one of capacity and budget_bits, got capacity={capacity}, budget_bits={budget_bits}")
         if capacity is None:
@@ -154,6 +183,8 @@ class ReservoirBuffer(ExperienceBuffer):
         self._payload = self._empty_payload()
         self._labels = torch.zeros(self._capacity, dtype=self.label_dtype, device=self.device)
         self._tasks = torch.zeros(self._capacity, dtype=self.task_dtype, device=self.device)
+        self._attributes = {k: torch.zeros(self._capacity, *shape, dtype=dtype, device=self.device)
+                            for k, (shape, dtype) in self.attribute_specs.items()}
         self._num_seen = 0
 
     # -- how items are stored (subclasses) ------------------------------------------------------------
@@ -214,10 +245,11 @@ class ReservoirBuffer(ExperienceBuffer):
         n = len(self)
         return self._payload_of(n), self._labels[:n], self._tasks[:n]
 
-    def add(self, items: Any, labels: torch.Tensor, tasks: torch.Tensor | int) -> None:
-        """Offer a batch to the reservoir; all of it is validated before anything changes."""
-        labels, tasks = self._validate(items, labels, tasks)
-        self._insert(items, labels, tasks)
+    def add(self, items: Any, labels: torch.Tensor, tasks: torch.Tensor | int,
+            attributes: Mapping[str, torch.Tensor] | None = None) -> Writes:
+        """Offer a batch to the reservoir; all of it is validated before anything changes. Returns where it landed."""
+        labels, tasks, attributes = self._validate(items, labels, tasks, attributes)
+        return self._insert(items, labels, tasks, attributes)
 
     def sample(self, n: int) -> BufferSample:
         n = _check_count(n, "number of items to sample")
@@ -227,21 +259,36 @@ class ReservoirBuffer(ExperienceBuffer):
 
     def state_dict(self) -> dict[str, Any]:
         payload, labels, tasks = self.stored
-        return {"config": self._config(), "num_seen": self._num_seen, "rows": payload.cpu().clone(),
-                "labels": labels.cpu().clone(), "tasks": tasks.cpu().clone(),
-                "insert_rng": self._insert_rng.get_state(), "sample_rng": self._sample_rng.get_state()}
+        state = {"config": self._config(), "num_seen": self._num_seen, "rows": payload.cpu().clone(),
+                 "labels": labels.cpu().clone(), "tasks": tasks.cpu().clone(),
+                 "insert_rng": self._insert_rng.get_state(), "sample_rng": self._sample_rng.get_state()}
+        if self._attributes:
+            state["attributes"] = {k: v[: len(self)].cpu().clone() for k, v in self._attributes.items()}
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a state bit for bit (contents, count seen, both generators); ValueError if it does not fit."""
         self._restore(self._checked_state(state))
 
     # -- mechanics ------------------------------------------------------------------------------------
-    def _validate(self, items: Any, labels: torch.Tensor, tasks: torch.Tensor | int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _validate(self, items: Any, labels: torch.Tensor, tasks: torch.Tensor | int,
+                  attributes: Mapping[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         n = self._check_items(items)
         labels = self._check_ids(labels, n, self.num_classes, "labels", "num_classes")
         if isinstance(tasks, int) and not isinstance(tasks, bool):
             tasks = torch.full((n,), tasks, dtype=torch.int64)
-        return labels, self._check_ids(tasks, n, self.num_tasks, "tasks", "num_tasks")
+        return labels, self._check_ids(tasks, n, self.num_tasks, "tasks", "num_tasks"), self._check_attributes(attributes, n)
+
+    def _check_attributes(self, attributes: Mapping[str, torch.Tensor] | None, n: int) -> dict[str, torch.Tensor]:
+        given = dict(attributes or {})
+        if given.keys() != self.attribute_specs.keys():
+            raise ValueError(f"this buffer keeps the per-slot attributes {sorted(self.attribute_specs)}: add must give exactly "
+                             f"those, got {sorted(given)}")
+        for name, (shape, _) in self.attribute_specs.items():
+            value = given[name]
+            if not isinstance(value, torch.Tensor) or tuple(value.shape) != (n, *shape):
+                raise ValueError(f"attribute {name!r} must be a tensor of shape {[n, *shape]} (one per item), got {_describe(value)}")
+        return given
 
     @staticmethod
     def _check_ids(ids: torch.Tensor, n: int, limit: int, what: str, setting: str) -> torch.Tensor:
@@ -253,21 +300,27 @@ class ReservoirBuffer(ExperienceBuffer):
             raise ValueError(f"{what} must lie in [0, {limit}) ({setting}={limit}), got values in [{int(ids.min())}, {int(ids.max())}]")
         return ids
 
-    def _insert(self, items: Any, labels: torch.Tensor, tasks: torch.Tensor) -> None:
+    def _insert(self, items: Any, labels: torch.Tensor, tasks: torch.Tensor, attributes: Mapping[str, torch.Tensor]) -> Writes:
         n = labels.shape[0]
         if n == 0:
-            return
+            return Writes(torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64))
         if self._num_seen + n <= self._capacity:  # still filling: the batch lands, in order, on the next n slots
+            sources, slots = torch.arange(n), torch.arange(self._num_seen, self._num_seen + n)
             at = slice(self._num_seen, self._num_seen + n)
             self._write_range(self._num_seen, items)
             self._labels[at], self._tasks[at] = labels, tasks
+            for name, value in attributes.items():
+                self._attributes[name][at] = value.detach()
         else:
             sources, slots = self._reservoir_writes(n)
             at = slots.to(self.device)
             self._write_slots(slots, items[sources.to(items.device)])
             self._labels[at] = labels[sources.to(labels.device)].to(self.device, self.label_dtype)
             self._tasks[at] = tasks[sources.to(tasks.device)].to(self.device, self.task_dtype)
+            for name, value in attributes.items():
+                self._attributes[name][at] = value.detach()[sources.to(value.device)].to(self.device, self._attributes[name].dtype)
         self._num_seen += n
+        return Writes(sources, slots)
 
     def _reservoir_writes(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(batch positions, slots) that algorithm R writes for the next n items, one write per slot (the last).
@@ -288,7 +341,8 @@ class ReservoirBuffer(ExperienceBuffer):
 
     def _gather(self, slots: torch.Tensor) -> BufferSample:
         at = slots.to(self.device)
-        return BufferSample(self._read(slots), self._labels[at].long(), self._tasks[at].long(), at)
+        return BufferSample(self._read(slots), self._labels[at].long(), self._tasks[at].long(), at,
+                            {k: v[at] for k, v in self._attributes.items()})
 
     def _checked_state(self, state: dict[str, Any]) -> dict[str, Any]:
         """Validate a state dict against this buffer; return what ``_restore`` installs (nothing changes here)."""
@@ -320,12 +374,27 @@ class ReservoirBuffer(ExperienceBuffer):
             generators.append(generator)
         labels, tasks = torch.zeros_like(self._labels), torch.zeros_like(self._tasks)
         labels[:n], tasks[:n] = state["labels"].to(self.device), state["tasks"].to(self.device)
-        return {"payload": payload, "labels": labels, "tasks": tasks, "num_seen": num_seen, "rngs": generators}
+        saved = state.get("attributes", {})
+        attributes = {}
+        for name, (shape, dtype) in self.attribute_specs.items():
+            value = saved.get(name) if isinstance(saved, dict) else None
+            if not isinstance(value, torch.Tensor) or tuple(value.shape) != (n, *shape) or value.dtype != dtype:
+                raise ValueError(f"state attribute {name!r} must be a {dtype} tensor of shape {[n, *shape]}, got {_describe(value)}")
+            attributes[name] = torch.zeros_like(self._attributes[name])
+            attributes[name][:n] = value.to(self.device)
+        return {"payload": payload, "labels": labels, "tasks": tasks, "num_seen": num_seen, "rngs": generators,
+                "attributes": attributes}
 
     def _restore(self, checked: dict[str, Any]) -> None:
         self._payload, self._labels, self._tasks = checked["payload"], checked["labels"], checked["tasks"]
+        self._attributes = checked["attributes"]
         self._num_seen = checked["num_seen"]
         self._insert_rng, self._sample_rng = checked["rngs"]
+
+
+def _attribute_config(specs: Mapping[str, tuple[tuple[int, ...], torch.dtype]]) -> dict[str, Any]:
+    """The attributes' part of a buffer's config (nothing when it keeps none, so older states still load)."""
+    return {"attributes": {k: [list(shape), str(dtype)] for k, (shape, dtype) in specs.items()}} if specs else {}
 
 
 def _describe(t: Any) -> str:
@@ -348,12 +417,13 @@ class RecollectionBuffer(ReservoirBuffer):
     """
 
     def __init__(self, c: int, l: int, capacity: int | None = None, budget_bits: float | None = None,
-                 num_classes: int = 10, num_tasks: int = 1, seed: int = 0, device: str | torch.device = "cpu"):
+                 num_classes: int = 10, num_tasks: int = 1, seed: int = 0, device: str | torch.device = "cpu",
+                 attributes: Attributes | None = None):
         self.code_bits = code_bits(c, l)  # validates c and l
         self.c, self.l, self.bits_per_variable = int(c), int(l), bits_per_variable(l)
         self.block_items = _block_items(self.code_bits)
         self.block_bytes = self.block_items * self.code_bits // 8
-        super().__init__(self.code_bits, self.code_bits, capacity, budget_bits, num_classes, num_tasks, seed, device)
+        super().__init__(self.code_bits, self.code_bits, capacity, budget_bits, num_classes, num_tasks, seed, device, attributes)
 
     def stored_codes(self) -> torch.Tensor:
         """Codes of the filled slots, LongTensor [len, c] in slot order."""
@@ -472,7 +542,7 @@ class RecollectionBuffer(ReservoirBuffer):
 
     def _config(self) -> dict[str, Any]:
         return {"kind": "recollection", "c": self.c, "l": self.l, "capacity": self.capacity,
-                "num_classes": self.num_classes, "num_tasks": self.num_tasks}
+                "num_classes": self.num_classes, "num_tasks": self.num_tasks, **_attribute_config(self.attribute_specs)}
 
     # -- drawing and decoding ---------------------------------------------------------------------------
     def sample_codes(self, n: int) -> torch.Tensor:
@@ -512,12 +582,13 @@ class LosslessBuffer(ReservoirBuffer):
     """
 
     def __init__(self, image_shape: Sequence[int], capacity: int | None = None, budget_bits: float | None = None,
-                 num_classes: int = 10, num_tasks: int = 1, seed: int = 0, device: str | torch.device = "cpu"):
+                 num_classes: int = 10, num_tasks: int = 1, seed: int = 0, device: str | torch.device = "cpu",
+                 attributes: Attributes | None = None):
         if len(image_shape) != 3 or any(int(s) != s or s < 1 for s in image_shape):
             raise ValueError(f"image_shape must be [channels, height, width] of positive integers, got {list(image_shape)}")
         self.image_shape = self.row_shape = tuple(int(s) for s in image_shape)
         pixels = self.image_shape[0] * self.image_shape[1] * self.image_shape[2]
-        super().__init__(8 * pixels, 0, capacity, budget_bits, num_classes, num_tasks, seed, device)
+        super().__init__(8 * pixels, 0, capacity, budget_bits, num_classes, num_tasks, seed, device, attributes)
 
     def _check_items(self, images: torch.Tensor) -> int:
         self._check_images(images, allow_float=True)
@@ -566,7 +637,7 @@ class LosslessBuffer(ReservoirBuffer):
 
     def _config(self) -> dict[str, Any]:
         return {"kind": "lossless", "image_shape": list(self.image_shape), "capacity": self.capacity,
-                "num_classes": self.num_classes, "num_tasks": self.num_tasks}
+                "num_classes": self.num_classes, "num_tasks": self.num_tasks, **_attribute_config(self.attribute_specs)}
 
     def decode(self, decoder_fn: Decoder | None, data: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
         self._check_images(data, allow_float=False)
@@ -582,7 +653,8 @@ class MixedBuffer(ExperienceBuffer):
     """
 
     def __init__(self, c: int, l: int, image_shape: Sequence[int], budget_bits: float, lossy_fraction: float,
-                 num_classes: int = 10, num_tasks: int = 1, seed: int = 0, device: str | torch.device = "cpu"):
+                 num_classes: int = 10, num_tasks: int = 1, seed: int = 0, device: str | torch.device = "cpu",
+                 attributes: Attributes | None = None):
         if not 0 < lossy_fraction < 1:
             raise ValueError(f"lossy_fraction must be in (0, 1) (use RecollectionBuffer or LosslessBuffer for 1 or 0), got {lossy_fraction}")
         lossy_bits = budget_bits * lossy_fraction
@@ -590,9 +662,9 @@ class MixedBuffer(ExperienceBuffer):
         # Seeds 3s, 3s+1 for the parts (generator streams 6s..6s+3) and stream 6s+4 here: no two streams coincide.
         try:
             self.lossy = RecollectionBuffer(c, l, budget_bits=lossy_bits, num_classes=num_classes, num_tasks=num_tasks,
-                                            seed=3 * seed, device=device)
+                                            seed=3 * seed, device=device, attributes=attributes)
             self.lossless = LosslessBuffer(image_shape, budget_bits=budget_bits - lossy_bits, num_classes=num_classes,
-                                           num_tasks=num_tasks, seed=3 * seed + 1, device=device)
+                                           num_tasks=num_tasks, seed=3 * seed + 1, device=device, attributes=attributes)
         except ValueError as error:
             raise ValueError(f"budget of {budget_bits} bits split {lossy_fraction}:{1 - lossy_fraction} (lossy:lossless): {error}") from error
         self.seed, self._sample_rng = seed, _seeded(6 * seed + 4)
@@ -617,14 +689,16 @@ class MixedBuffer(ExperienceBuffer):
     def bits_used(self) -> int:
         return self.lossy.bits_used() + self.lossless.bits_used()
 
-    def add(self, items: tuple[torch.Tensor, torch.Tensor], labels: torch.Tensor, tasks: torch.Tensor | int) -> None:
-        """``items`` = (images, codes) of one batch."""
+    def add(self, items: tuple[torch.Tensor, torch.Tensor], labels: torch.Tensor, tasks: torch.Tensor | int,
+            attributes: Mapping[str, torch.Tensor] | None = None) -> Writes:
+        """``items`` = (images, codes) of one batch; the writes of both parts, the lossless part's slots offset."""
         if not isinstance(items, tuple | list) or len(items) != 2:
             raise ValueError(f"MixedBuffer.add takes items=(images, codes), got {type(items).__name__}")
         images, codes = items
-        checked = [self.lossy._validate(codes, labels, tasks), self.lossless._validate(images, labels, tasks)]  # both before either changes
-        self.lossy._insert(codes, *checked[0])
-        self.lossless._insert(images, *checked[1])
+        checked = [self.lossy._validate(codes, labels, tasks, attributes),
+                   self.lossless._validate(images, labels, tasks, attributes)]  # both before either changes
+        lossy, lossless = self.lossy._insert(codes, *checked[0]), self.lossless._insert(images, *checked[1])
+        return Writes(torch.cat([lossy.sources, lossless.sources]), torch.cat([lossy.slots, lossless.slots + self.lossy.capacity]))
 
     def sample(self, n: int) -> BufferSample:
         n = _check_count(n, "number of items to sample")
@@ -634,7 +708,8 @@ class MixedBuffer(ExperienceBuffer):
         in_lossy = picks < len(self.lossy)
         lossy, lossless = self.lossy._gather(picks[in_lossy]), self.lossless._gather(picks[~in_lossy] - len(self.lossy))
         return BufferSample((lossy.data, lossless.data), torch.cat([lossy.labels, lossless.labels]),
-                            torch.cat([lossy.tasks, lossless.tasks]), torch.cat([lossy.slots, lossless.slots + self.lossy.capacity]))
+                            torch.cat([lossy.tasks, lossless.tasks]), torch.cat([lossy.slots, lossless.slots + self.lossy.capacity]),
+                            {k: torch.cat([v, lossless.attributes[k].to(v.device)]) for k, v in lossy.attributes.items()})
 
     def decode(self, decoder_fn: Decoder | None, data: tuple[torch.Tensor, torch.Tensor], batch_size: int = 1024) -> torch.Tensor:
         codes, images = data

@@ -91,7 +91,7 @@ class ReplayInterleaver:
             drawn = [self.sampling.select(self.buffer, n, scorer) for _ in range(self.updates)]
             with evaluating(decoder):
                 replays = [(self.buffer.decode(decoder, sample.data), sample.labels, sample.tasks) for sample in drawn]
-        batches = [self._mix(batch, replay, teacher is None) for replay in replays]
+        batches = [mix_replayed(batch, replay, teacher is None) for replay in replays]
         if teacher is not None:
             with evaluating(teacher):
                 for mixed in batches:
@@ -102,26 +102,30 @@ class ReplayInterleaver:
                     mixed["y"] = targets
         return batches
 
-    @staticmethod
-    def _mix(batch: Mapping[str, torch.Tensor], replay: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None] | None,
-             need_labels: bool) -> dict[str, torch.Tensor]:
-        x = batch["x"]
-        if replay is None:
-            mixed = {"x": x, "y": batch["y"], "replayed": torch.zeros(len(x), dtype=torch.bool, device=x.device)}
-            if "task" in batch:
-                mixed["task"] = batch["task"]
-            return mixed
-        images, labels, tasks = replay
-        if images.shape[1:] != x.shape[1:]:
-            raise ValueError(f"recollections have shape {tuple(images.shape[1:])} but incoming images {tuple(x.shape[1:])}")
-        if need_labels and labels is None:
-            raise ValueError("these recollections carry no labels (drawn as codes from the prior): pass a teacher to label them")
-        replayed = torch.cat([torch.zeros(len(x), dtype=torch.bool), torch.ones(len(images), dtype=torch.bool)]).to(x.device)
-        mixed = {"x": torch.cat([x, images.to(x.device, x.dtype)]), "replayed": replayed}
-        if need_labels:
-            mixed["y"] = torch.cat([batch["y"], labels.to(batch["y"].device, batch["y"].dtype)])
+
+
+def mix_replayed(batch: Mapping[str, torch.Tensor], replay: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None] | None,
+                 need_labels: bool = True) -> dict[str, torch.Tensor]:
+    """One training batch: the incoming ``{"x", "y"[, "task"]}`` followed by replayed (images, labels, tasks), or the
+    incoming batch alone when ``replay`` is None. ``"replayed"`` marks the replayed rows. Every replay path (the
+    interleaver, the continual strategies, the replay callback) mixes through this function."""
+    x = batch["x"]
+    if replay is None:
+        mixed = {"x": x, "y": batch["y"], "replayed": torch.zeros(len(x), dtype=torch.bool, device=x.device)}
         if "task" in batch:
-            if tasks is None:
-                raise ValueError("these recollections carry no task ids (drawn as codes from the prior), but the batch has tasks")
-            mixed["task"] = torch.cat([batch["task"], tasks.to(batch["task"].device, batch["task"].dtype)])
+            mixed["task"] = batch["task"]
         return mixed
+    images, labels, tasks = replay
+    if images.shape[1:] != x.shape[1:]:
+        raise ValueError(f"recollections have shape {tuple(images.shape[1:])} but incoming images {tuple(x.shape[1:])}")
+    if need_labels and labels is None:
+        raise ValueError("these recollections carry no labels (drawn as codes from the prior): pass a teacher to label them")
+    replayed = torch.arange(len(x) + len(images), device=x.device) >= len(x)
+    mixed = {"x": torch.cat([x, images.to(x.device, x.dtype)]), "replayed": replayed}
+    if need_labels:
+        mixed["y"] = torch.cat([batch["y"], labels.to(batch["y"].device, batch["y"].dtype)])
+    if "task" in batch:
+        if tasks is None:
+            raise ValueError("these recollections carry no task ids (drawn as codes from the prior), but the batch has tasks")
+        mixed["task"] = torch.cat([batch["task"], tasks.to(batch["task"].device, batch["task"].dtype)])
+    return mixed

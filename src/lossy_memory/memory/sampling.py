@@ -215,9 +215,11 @@ def take(candidates: BufferSample, index: torch.Tensor) -> BufferSample:
     def pick(t: torch.Tensor | None, at: torch.Tensor) -> torch.Tensor | None:
         return None if t is None else t[at.to(t.device)]
 
+    def rest(at: torch.Tensor) -> tuple:
+        return (*(pick(t, at) for t in candidates[1:4]), {k: pick(v, at) for k, v in candidates.attributes.items()})
+
     if not isinstance(data, tuple):
-        return BufferSample(data[index.to(data.device)], *(pick(t, index) for t in candidates[1:]))
+        return BufferSample(data[index.to(data.device)], *rest(index))
     split = data[0].shape[0]
     index = torch.cat([index[index < split], index[index >= split]])
-    return BufferSample((pick(data[0], index[index < split]), pick(data[1], index[index >= split] - split)),
-                        *(pick(t, index) for t in candidates[1:]))
+    return BufferSample((pick(data[0], index[index < split]), pick(data[1], index[index >= split] - split)), *rest(index))

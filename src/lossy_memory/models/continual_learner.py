@@ -1,10 +1,12 @@
 """Continual learning on a task stream: a classifier from the zoo trained in one pass, one strategy deciding each update.
 
 The stream (``lossy_memory.data.streams``) hands batches of one task at a time, in task order. Every incoming batch
-goes to the strategy (``lossy_memory.strategies``: fine-tuning, experience replay over lossless images or
-recollections, GEM, A-GEM, DER++, iCaRL), which makes its N updates through this module's optimizer
-(``automatic_optimization = False``). With a recollection (or mixed) memory the DiscreteVAE trains here too, one
-update per incoming batch on the incoming images interleaved with its own recollections, before the classifier's.
+goes to the lean step (``strategies.ContinualStep``, the one copy of a step, shared with the benchmark and the
+tests): with a recollection (or mixed) memory the DiscreteVAE's update on the incoming images interleaved with its own
+recollections, then the strategy (fine-tuning, experience replay over lossless images or recollections, GEM, A-GEM,
+DER++, iCaRL), which makes its N updates through this module's optimizers (``automatic_optimization = False``).
+This module only wires the pieces: the step, task boundaries, evaluation and results. Training losses are logged
+every ``trainer.log_every_n_steps`` incoming batches, as tensors (no host-device synchronisation in between).
 
 At every task boundary (the first batch of the next task, and the end of the pass) the strategy's ``after_task``
 runs, then every task's test set is evaluated: row i of the accuracy matrix R (task-agnostic: argmax over every
@@ -51,10 +53,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from lossy_memory.memory import EpisodicMemory
 from lossy_memory.memory.replay import evaluating
 from lossy_memory.metrics.continual import AccuracyMatrix, correct_counts, summarize
 from lossy_memory.nets import Classifier
-from lossy_memory.strategies import ContinualStrategy, EpisodicMemory, StrategyContext
+from lossy_memory.strategies import ContinualStep, ContinualStrategy
 
 
 class ContinualLearner(L.LightningModule):
@@ -75,21 +78,14 @@ class ContinualLearner(L.LightningModule):
         output_dir: str | None = None,
     ):
         super().__init__()
-        if not isinstance(strategy, ContinualStrategy):
-            raise ValueError(f"model.strategy must be a ContinualStrategy (conf/strategy), got {type(strategy).__name__}")
-        if memory is not None and not isinstance(memory, EpisodicMemory):
-            raise ValueError(f"model.memory must be an EpisodicMemory (conf/memory) or null, got {type(memory).__name__}")
-        if generator_steps < 0 or eval_batch_size < 1 or (eval_max_examples is not None and eval_max_examples < 1):
-            raise ValueError(f"model.generator_steps must be >= 0, model.eval_batch_size and model.eval_max_examples >= 1, got "
-                             f"{generator_steps}, {eval_batch_size}, {eval_max_examples}")
-        if not strategy.uses_memory:
-            memory = None  # a memory-free strategy (fine-tuning) stores nothing and trains no generator
+        if eval_batch_size < 1 or (eval_max_examples is not None and eval_max_examples < 1):
+            raise ValueError(f"model.eval_batch_size and model.eval_max_examples must be >= 1, got {eval_batch_size}, {eval_max_examples}")
+        self.step = ContinualStep(strategy, memory, generator_steps, backward=self.manual_backward)
         self.automatic_optimization = False
         self.image_shape, self.num_classes = tuple(int(s) for s in image_shape), int(num_classes)
         self.net = classifier(image_shape=self.image_shape, num_classes=self.num_classes)
         self.optimizer_factory = optimizer
-        self.strategy, self.memory = strategy, memory
-        self.generator_steps = int(generator_steps)
+        self.strategy, self.memory = strategy, self.step.memory
         self.eval_batch_size, self.eval_max_examples = int(eval_batch_size), eval_max_examples
         self.output_dir = None if output_dir is None else Path(output_dir)
         self.task_classes: list[tuple[int, ...]] = []
@@ -134,33 +130,23 @@ class ContinualLearner(L.LightningModule):
             raise ValueError(f"a task stream is seen once: set trainer.max_epochs=1 (got {self.trainer.max_epochs})")
         self.task_classes = [tuple(c) for c in datamodule.task_classes]
         num_tasks = datamodule.num_tasks
-        if self.memory is not None:
-            self.memory.build(self.image_shape, self.num_classes, num_tasks)
+        self.step.prepare(self.net, self.image_shape, self.num_classes, self.task_classes, datamodule.task_train_set)
         self.retention_task = getattr(datamodule, "retention_task", None)
         self.retention_interval = getattr(datamodule, "retention_interval", None)
         if self.retention_task is not None and (self.retention_interval is None or self.retention_interval < 1
                                                 or not 0 < self.retention_task < num_tasks):
             raise ValueError(f"a retention stream needs a retention_interval >= 1 and a retention task after the first, got "
                              f"{self.retention_interval} and task {self.retention_task} of {num_tasks}")
-        self.strategy.setup(StrategyContext(
-            net=self.net, optimizer=None, num_classes=self.num_classes, task_classes=self.task_classes,
-            memory=self.memory, backward=self.manual_backward, task_train_set=datamodule.task_train_set))
         self.matrices = {"agnostic": AccuracyMatrix(num_tasks), "aware": AccuracyMatrix(num_tasks)}
         if stage == "fit":
             make_resumable(datamodule, self)
 
     def configure_optimizers(self):
-        optimizers = [self.optimizer_factory(params=self.net.parameters())]
-        if self.generator is not None and self.generator_steps:
-            optimizers.append(self.generator.optimizer_factory(params=self.generator.parameters()))
-        return optimizers
-
-    def _optimizers(self) -> list:
-        optimizers = self.optimizers()
-        return optimizers if isinstance(optimizers, list) else [optimizers]
+        return self.step.optimizers(self.optimizer_factory)
 
     def on_train_start(self) -> None:
-        self.strategy.ctx.optimizer = self._optimizers()[0]
+        optimizers = self.optimizers()
+        self.step.use_optimizers(optimizers if isinstance(optimizers, list) else [optimizers])
         if self.current_task < 0 and self.matrices["agnostic"].random_init is None:
             agnostic, aware = self.evaluate_tasks()
             self.matrices["agnostic"].set_random_init(agnostic)
@@ -185,25 +171,15 @@ class ContinualLearner(L.LightningModule):
             if self.current_task >= 0:
                 self.end_task(self.current_task)
             self.current_task = task
-            self.strategy.before_task(task)
-        logs = {}
-        if self.generator is not None and self.generator_steps:
-            logs["generator_loss"] = self.generator_update(batch["x"])
-        logs.update(self.strategy.observe(batch))
+            self.step.begin_task(task)
+        logs = self.step(batch)
         self.stream_position += 1
         self.examples_seen += len(tasks)
         if task == self.retention_task:
             self.retention_step(len(tasks))
-        self.log_dict({f"train/{k}": v for k, v in logs.items()}, on_step=True, on_epoch=False, batch_size=len(tasks))
-
-    def generator_update(self, x: torch.Tensor) -> float:
-        optimizer = self._optimizers()[1]
-        for _ in range(self.generator_steps):
-            loss = self.memory.generator_loss(x)  # recollections drawn before the update
-            optimizer.zero_grad(set_to_none=True)
-            self.manual_backward(loss)
-            optimizer.step()
-        return loss.item()
+        if self.stream_position % self.trainer.log_every_n_steps == 0:
+            for logger in self.loggers:  # straight to the loggers: Lightning's per-step collection costs more than the step
+                logger.log_metrics({f"train/{k}": float(v) for k, v in logs.items()}, step=self.global_step)
 
     def retention_step(self, n: int) -> None:
         """n more retention-phase examples trained: one curve point per ``retention_interval`` mark crossed."""
@@ -239,9 +215,7 @@ class ContinualLearner(L.LightningModule):
         return total / max(pixels, 1)
 
     def end_task(self, task: int) -> None:
-        self.strategy.after_task(task)
-        if self.memory is not None:
-            self.memory.end_task(task)
+        self.step.end_task(task)
         self.record_generator_distortion(tasks=range(task + 1))
         agnostic, aware = self.evaluate_tasks()
         if self.retention_task is not None and task == self.retention_task - 1:

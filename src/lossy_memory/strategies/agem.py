@@ -29,9 +29,9 @@ class AGEM(ContinualStrategy):
         self.sample_size = check_count(sample_size, "strategy.sample_size")
         self.projections = 0
 
-    def observe(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    def observe(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         x = batch["x"]
-        references = [self.memory.sample(self.sample_size, device=x.device) for _ in range(self.steps)] if len(self.memory) else []
+        references = self.memory.sample_batches(self.steps, self.sample_size, x.device) if len(self.memory) else []
         projected = 0
         for step in range(self.steps):
             reference = None
@@ -49,4 +49,4 @@ class AGEM(ContinualStrategy):
             self.ctx.optimizer.step()
         self.projections += projected
         self.store(batch)
-        return {"loss": loss.item(), "projected": float(projected)}
+        return {"loss": loss.detach(), "projected": torch.tensor(float(projected))}

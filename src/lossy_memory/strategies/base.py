@@ -20,8 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from lossy_memory.memory import EpisodicMemory
+from lossy_memory.memory.buffers import Attributes
 from lossy_memory.nets import Classifier
-from lossy_memory.strategies.memory import EpisodicMemory
 
 
 @dataclass
@@ -46,10 +47,17 @@ def check_count(value: Any, what: str, minimum: int = 1) -> int:
 
 class ContinualStrategy:
     """Base class. ``steps``: N, updates per incoming batch. Subclasses set ``uses_memory`` and
-    ``needs_disjoint_classes`` (checked against the stream before training) and implement ``observe``."""
+    ``needs_disjoint_classes`` (checked against the stream before training), ``memory_layout`` when they need one
+    grouping of the memory's stores (``EpisodicMemory``: "per_class" for exemplar sets), override ``item_attributes``
+    when they keep something beside each stored item (paid from the memory's budget), and implement ``observe``."""
 
     uses_memory: bool = False
     needs_disjoint_classes: bool = False
+    memory_layout: str | None = None
+
+    def item_attributes(self, num_classes: int) -> Attributes:
+        """Per-slot attributes kept with every stored item: name -> (shape, dtype)."""
+        return {}
 
     def __init__(self, steps: int = 1):
         self.steps = check_count(steps, "strategy.steps (N, updates per incoming batch)")
@@ -80,8 +88,9 @@ class ContinualStrategy:
         pass
 
     # -- training and prediction ---------------------------------------------------------------------------------
-    def observe(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        """N updates for one incoming batch {"x", "y", "task"} of one task; returns what to log."""
+    def observe(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """N updates for one incoming batch {"x", "y", "task"} of one task; returns what to log, as detached tensors
+        (read on the host only when logged, so a step never waits for the device)."""
         raise NotImplementedError
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:

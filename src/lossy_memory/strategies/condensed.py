@@ -29,6 +29,7 @@ class CondensedReplay(ExperienceReplay):
     ``models.gradient_matching.condense``); needed for ``selection="condense"`` only."""
 
     needs_disjoint_classes = True
+    memory_layout = "per_class"  # one store per class, made at each task's end
 
     def __init__(self, steps: int = 1, replay_size: int | None = None, selection: str = "condense",
                  condenser: Callable[..., SyntheticSet] | None = None, seed: int = 0):
@@ -46,14 +47,7 @@ class CondensedReplay(ExperienceReplay):
             raise ValueError(f"condensed memories are 8-bit images: use memory=lossless (memory.kind={ctx.memory.kind!r})")
         if ctx.task_train_set is None:
             raise ValueError("CondensedReplay condenses a finished task's training set: the learner must provide task_train_set")
-        classes = {c for task in ctx.task_classes for c in task}
-        items = ctx.memory.items_for_bits(ctx.memory.budget_bits)
-        self.images_per_class = items // len(classes)
-        if self.images_per_class < 1:
-            raise ValueError(f"the memory budget holds {items} lossless images, fewer than one per class of the stream "
-                             f"({len(classes)} classes): raise memory.lossless_equivalent to at least {len(classes)}")
-        ctx.memory.stores.clear()  # one store per class, made at each task's end
-        self.interleaver = None  # no reservoir: replay draws across the class stores (EpisodicMemory.sample)
+        self.images_per_class = ctx.memory.items_for_bits(ctx.memory.store_budget())  # a class's share (>= 1: build checked)
 
     def store(self, batch: dict[str, torch.Tensor]) -> None:
         """Incoming examples are not kept: each class's memory is made once, at its task's end."""

@@ -11,8 +11,8 @@ from lossy_memory.strategies.base import ContinualStrategy
 class OnlineFineTuning(ContinualStrategy):
     """N cross-entropy updates on each incoming batch."""
 
-    def observe(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    def observe(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         for _ in range(self.steps):
             loss = F.cross_entropy(self.net(batch["x"]), batch["y"])
             self.update(loss)
-        return {"loss": loss.item()}
+        return {"loss": loss.detach()}

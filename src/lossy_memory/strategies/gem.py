@@ -61,7 +61,7 @@ class GEM(ContinualStrategy):
             rows.append(self.loss_grad(F.cross_entropy(self.net(x), y)))
         return torch.stack(rows) if rows else None
 
-    def observe(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    def observe(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         projected = 0
         for _ in range(self.steps):
             memories = self.memory_gradients(batch["x"].device)
@@ -76,4 +76,4 @@ class GEM(ContinualStrategy):
             self.ctx.optimizer.step()
         self.projections += projected
         self.store(batch)
-        return {"loss": loss.item(), "projected": float(projected)}
+        return {"loss": loss.detach(), "projected": torch.tensor(float(projected))}

@@ -26,6 +26,7 @@ from lossy_memory.strategies.base import ContinualStrategy, StrategyContext, che
 class ICaRL(ContinualStrategy):
     uses_memory = True
     needs_disjoint_classes = True
+    memory_layout = "per_class"  # one exemplar set per class, made at each task's end
 
     def __init__(self, steps: int = 1, replay_size: int | None = None, feature_batch_size: int = 1000):
         super().__init__(steps)
@@ -42,15 +43,14 @@ class ICaRL(ContinualStrategy):
             raise ValueError("iCaRL chooses exemplars from a finished task's training set: the learner must provide task_train_set")
         if not hasattr(ctx.net, "embed"):
             raise ValueError("iCaRL needs a classifier with embed() features (lossy_memory.nets.Classifier)")
-        ctx.memory.stores.clear()  # one store per class, made at each task's end (the shared reservoir goes unused)
 
     def seen_classes(self, upto: int) -> list[int]:
         return sorted({c for classes in self.ctx.task_classes[: upto + 1] for c in classes})
 
-    def observe(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    def observe(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         x, y = batch["x"], batch["y"]
         n = self.replay_size or len(x)
-        draws = [self.memory.sample(n, x.device) for _ in range(self.steps)] if len(self.memory) else []
+        draws = self.memory.sample_batches(self.steps, n, x.device) if len(self.memory) else []
         seen = torch.tensor(self.seen_classes(self.task), device=x.device)
         old = torch.tensor(self.seen_classes(self.task - 1) if self.task > 0 else [], dtype=torch.long, device=x.device)
         for step in range(self.steps):
@@ -61,7 +61,7 @@ class ICaRL(ContinualStrategy):
                     targets[:, old] = torch.sigmoid(self.old_net(xs)[:, old])
             loss = F.binary_cross_entropy_with_logits(self.net(xs)[:, seen], targets[:, seen])
             self.update(loss)
-        return {"loss": loss.item()}
+        return {"loss": loss.detach()}
 
     @torch.no_grad()
     def features(self, x: torch.Tensor) -> torch.Tensor:
