@@ -13,7 +13,7 @@ from lossy_memory.train import train
 
 FAST = ["+trainer.enable_progress_bar=false", "callbacks.rich_progress_bar=null", "logger=csv"]
 # 3 tasks x 40 examples, batch 10: 12 incoming batches (4 a task); a checkpoint every 2 optimizer steps (1 or 2 a batch)
-STREAM = ["+experiment=mnist_split_lifelong", "data.num_tasks=3", "data.batch_size=10", "trainer.deterministic=true",
+STREAM = ["+experiment=mnist_split_lifelong", "data.num_tasks=3", "data.batch_size=10", "data.batches_per_step=1", "trainer.deterministic=true",
           "callbacks.model_checkpoint.every_n_train_steps=2",
           "model.eval_batch_size=7"]
 

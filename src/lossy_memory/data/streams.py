@@ -47,13 +47,18 @@ class TaskOrderBatchSampler(Sampler[list[int]]):
     is the same on every iteration: the stream is one fixed sequence. With ``num_replicas`` > 1 each task is
     padded (by repeating its first shuffled examples) to a multiple of the replica count and dealt out, so every
     rank runs the same number of batches per task and DDP stays in step.
+
+    ``batches_per_step`` > 1 hands up to that many consecutive batches of one task together, as one index list (a
+    *load*): the learner splits it back into batches of ``batch_size`` (only a task's last batch can be short, and it
+    ends its load), so the updates are those of single batches while the framework's per-step work is paid once a load.
     """
 
-    def __init__(self, bounds: Sequence[tuple[int, int]], batch_size: int, seed: int, num_replicas: int = 1, rank: int = 0):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    def __init__(self, bounds: Sequence[tuple[int, int]], batch_size: int, seed: int, num_replicas: int = 1, rank: int = 0,
+                 batches_per_step: int = 1):
+        if batch_size < 1 or batches_per_step < 1:
+            raise ValueError(f"batch_size and batches_per_step must be >= 1, got {batch_size} and {batches_per_step}")
         self.bounds, self.batch_size, self.seed = list(bounds), batch_size, seed
-        self.num_replicas, self.rank = num_replicas, rank
+        self.num_replicas, self.rank, self.batches_per_step = num_replicas, rank, batches_per_step
 
     def _shards(self) -> Iterator[torch.Tensor]:
         generator = torch.Generator().manual_seed(self.seed)
@@ -64,10 +69,11 @@ class TaskOrderBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         for shard in self._shards():
-            yield from (batch.tolist() for batch in shard.split(self.batch_size))
+            yield from (load.tolist() for load in shard.split(self.batch_size * self.batches_per_step))
 
     def __len__(self) -> int:
-        return sum(math.ceil(math.ceil((stop - start) / self.num_replicas) / self.batch_size) for start, stop in self.bounds)
+        per_load = self.batch_size * self.batches_per_step
+        return sum(math.ceil(math.ceil((stop - start) / self.num_replicas) / per_load) for start, stop in self.bounds)
 
 
 def _task_bounds(dataset: ImageTensorDataset, num_tasks: int) -> list[tuple[int, int]]:
@@ -84,15 +90,19 @@ class TaskStreamDataModule(L.LightningDataModule):
     ``train_dataloader`` walks the tasks in order (``TaskOrderBatchSampler``); ``test_dataloader`` returns one
     loader per task (``test_splits`` names them); validation reads all test sets together (monitoring only).
     ``num_tasks`` keeps the first tasks of the stream (None: all of them); asking for more than the stream has,
-    or a task with no examples, is an error at setup.
+    or a task with no examples, is an error at setup. ``batches_per_step``: incoming batches of ``batch_size``
+    handed over per training step (``TaskOrderBatchSampler``); the learner still updates once per incoming batch.
     """
 
     name = "stream"
 
-    def __init__(self, source: ImageDataModule, num_tasks: int | None = None, batch_size: int = 10, eval_batch_size: int = 1000, seed: int = 0):
+    def __init__(self, source: ImageDataModule, num_tasks: int | None = None, batch_size: int = 10, eval_batch_size: int = 1000,
+                 seed: int = 0, batches_per_step: int = 1):
         super().__init__()
-        if batch_size < 1 or eval_batch_size < 1:
-            raise ValueError(f"data.batch_size and data.eval_batch_size must be >= 1, got {batch_size} and {eval_batch_size}")
+        if batch_size < 1 or eval_batch_size < 1 or batches_per_step < 1:
+            raise ValueError(f"data.batch_size, data.eval_batch_size and data.batches_per_step must be >= 1, got {batch_size}, "
+                             f"{eval_batch_size} and {batches_per_step}")
+        self.batches_per_step = int(batches_per_step)
         if num_tasks is not None and num_tasks < 1:
             raise ValueError(f"data.num_tasks must be >= 1 or null (all tasks), got {num_tasks}")
         self.source, self.num_tasks_requested = source, num_tasks
@@ -175,7 +185,7 @@ class TaskStreamDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         num_replicas, rank = self._replicas()
-        sampler = TaskOrderBatchSampler(self._train_bounds, self.batch_size, self.seed, num_replicas, rank)
+        sampler = TaskOrderBatchSampler(self._train_bounds, self.batch_size, self.seed, num_replicas, rank, self.batches_per_step)
         return DataLoader(self.train_set, batch_sampler=sampler, collate_fn=_already_batched)
 
     def _eval_loader(self, dataset: ImageTensorDataset) -> DataLoader:
@@ -396,7 +406,8 @@ class LongTermRetentionStream(TaskStreamDataModule):
     """
 
     def __init__(self, stream: TaskStreamDataModule, extra: ImageDataModule, examples: int, interval: int,
-                 image_shape: Sequence[int] | None = None, batch_size: int = 10, eval_batch_size: int = 1000, seed: int = 0):
+                 image_shape: Sequence[int] | None = None, batch_size: int = 10, eval_batch_size: int = 1000, seed: int = 0,
+                 batches_per_step: int = 1):
         if not isinstance(stream, TaskStreamDataModule) or not isinstance(extra, ImageDataModule):
             raise ValueError(f"data.stream must be a task stream and data.extra an image datamodule, got "
                              f"{type(stream).__name__} and {type(extra).__name__}")
@@ -404,7 +415,8 @@ class LongTermRetentionStream(TaskStreamDataModule):
             raise ValueError(f"data.examples and data.interval must be >= 1, got {examples} and {interval}")
         if interval > examples:
             raise ValueError(f"data.interval={interval} exceeds data.examples={examples}: the retention curve would be empty")
-        super().__init__(stream.source, num_tasks=None, batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed)
+        super().__init__(stream.source, num_tasks=None, batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed,
+                         batches_per_step=batches_per_step)
         self.stream, self.extra = stream, extra
         self.examples, self.retention_interval = int(examples), int(interval)
         self.expected_shape = None if image_shape is None else tuple(int(s) for s in image_shape)

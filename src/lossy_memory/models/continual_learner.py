@@ -95,7 +95,8 @@ class ContinualLearner(L.LightningModule):
         self.results: dict[str, Any] = {}
         self._start_time: float | None = None
         self.stream_position = 0  # incoming batches trained so far
-        self._resume_skip = 0  # batches the next iteration of the stream skips (set by on_load_checkpoint)
+        self.loads_trained = 0  # training steps (loads of data.batches_per_step incoming batches) so far
+        self._resume_skip = 0  # loads the next iteration of the stream skips (set by on_load_checkpoint)
         self._rng_to_restore: dict[str, Any] | None = None
         self.examples_seen = 0  # incoming examples trained so far
         self.generator_curve: list[tuple[int, float]] = []  # (examples seen, generator distortion on the tasks seen)
@@ -157,11 +158,12 @@ class ContinualLearner(L.LightningModule):
             torch.cuda.reset_peak_memory_stats()
 
     # -- the stream -------------------------------------------------------------------------------------------------
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def training_step(self, load: dict[str, torch.Tensor], load_idx: int) -> None:
+        """One load of the stream: ``data.batches_per_step`` incoming batches of one task, trained one after another."""
         if self._rng_to_restore is not None:  # the first update after resuming draws the noise the uninterrupted run drew
             set_rng_states(self._rng_to_restore)
             self._rng_to_restore = None
-        tasks = batch["task"]
+        tasks = load["task"]
         task = int(tasks[0])
         if (tasks != task).any():
             raise ValueError("a batch holds examples of two tasks: the stream must not mix tasks within a batch")
@@ -172,14 +174,18 @@ class ContinualLearner(L.LightningModule):
                 self.end_task(self.current_task)
             self.current_task = task
             self.step.begin_task(task)
-        logs = self.step(batch)
-        self.stream_position += 1
-        self.examples_seen += len(tasks)
-        if task == self.retention_task:
-            self.retention_step(len(tasks))
-        if self.stream_position % self.trainer.log_every_n_steps == 0:
-            for logger in self.loggers:  # straight to the loggers: Lightning's per-step collection costs more than the step
-                logger.log_metrics({f"train/{k}": float(v) for k, v in logs.items()}, step=self.global_step)
+        size = self.trainer.datamodule.batch_size
+        for start in range(0, len(tasks), size):
+            batch = {key: value[start : start + size] for key, value in load.items()}
+            logs = self.step(batch)
+            self.stream_position += 1
+            self.examples_seen += len(batch["task"])
+            if task == self.retention_task:
+                self.retention_step(len(batch["task"]))
+            if self.stream_position % self.trainer.log_every_n_steps == 0:
+                for logger in self.loggers:  # straight to the loggers: Lightning's per-step collection costs more than the step
+                    logger.log_metrics({f"train/{k}": float(v) for k, v in logs.items()}, step=self.stream_position)
+        self.loads_trained += 1
 
     def retention_step(self, n: int) -> None:
         """n more retention-phase examples trained: one curve point per ``retention_interval`` mark crossed."""
@@ -193,7 +199,7 @@ class ContinualLearner(L.LightningModule):
         for k in range(first, first + marks):
             self.retention_curve.append((k * self.retention_interval, value))
         for logger in self.loggers:
-            logger.log_metrics({"cl/retention": value, "cl/retention_examples": float(self.retention_seen)}, step=self.global_step)
+            logger.log_metrics({"cl/retention": value, "cl/retention_examples": float(self.retention_seen)}, step=self.stream_position)
 
     def record_generator_distortion(self, tasks: Sequence[int]) -> None:
         if self.generator is None:
@@ -201,7 +207,7 @@ class ContinualLearner(L.LightningModule):
         value = self.generator_distortion(tasks)
         self.generator_curve.append((self.examples_seen, value))
         for logger in self.loggers:
-            logger.log_metrics({"cl/generator_distortion": value, "cl/examples_seen": float(self.examples_seen)}, step=self.global_step)
+            logger.log_metrics({"cl/generator_distortion": value, "cl/examples_seen": float(self.examples_seen)}, step=self.stream_position)
 
     @torch.no_grad()
     def generator_distortion(self, tasks: Sequence[int]) -> float:
@@ -227,7 +233,7 @@ class ContinualLearner(L.LightningModule):
         row = {"cl/seen_tasks_accuracy": sum(seen) / len(seen), "cl/tasks_done": float(task + 1),
                **{f"cl/after_task/task{j}_accuracy": a for j, a in enumerate(agnostic)}}
         for logger in self.loggers:  # straight to the loggers: also called from on_train_epoch_end
-            logger.log_metrics(row, step=self.global_step)
+            logger.log_metrics(row, step=self.stream_position)
 
     def on_train_epoch_end(self) -> None:
         if self.current_task >= 0 and self.tasks_done <= self.current_task:
@@ -338,7 +344,8 @@ class ContinualLearner(L.LightningModule):
         checkpoint["continual"] = {"current_task": self.current_task, "tasks_done": self.tasks_done,
                                    "strategy": self.strategy.state_dict(),
                                    "matrices": {k: m.state_dict() for k, m in self.matrices.items()},
-                                   "stream_position": self.stream_position, "rng": rng_states(),
+                                   "stream_position": self.stream_position, "loads_trained": self.loads_trained,
+                                   "rng": rng_states(),
                                    "examples_seen": self.examples_seen, "generator_curve": self.generator_curve,
                                    "retention": {"seen": self.retention_seen, "initial": self.retention_initial,
                                                  "curve": self.retention_curve}}
@@ -351,7 +358,8 @@ class ContinualLearner(L.LightningModule):
         self.strategy.load_state_dict(state["strategy"])
         for k, m in self.matrices.items():
             m.load_state_dict(state["matrices"][k])
-        self.stream_position = self._resume_skip = int(state.get("stream_position", 0))
+        self.stream_position = int(state.get("stream_position", 0))
+        self.loads_trained = self._resume_skip = int(state.get("loads_trained", self.stream_position))
         self._rng_to_restore = state.get("rng")
         self.examples_seen = int(state.get("examples_seen", 0))
         self.generator_curve = [tuple(p) for p in state.get("generator_curve", [])]
