@@ -288,7 +288,7 @@ class ContinualLearner(L.LightningModule):
 
     def finish(self) -> None:
         done = self.tasks_done
-        results: dict[str, Any] = {"tasks_trained": done, "num_tasks": len(self.task_classes)}
+        results: dict[str, Any] = {"tasks_trained": done, "num_tasks": len(self.task_classes), "examples_seen": self.examples_seen}
         for name, matrix in self.matrices.items():
             b = None if matrix.random_init is None else matrix.random_init[:done]
             metrics = summarize(matrix.values[:done, :done], b) if done else {}
