@@ -564,3 +564,21 @@ def test_buffer_on_cuda_matches_cpu(c, capacity):
     assert on_gpu.stored[0].is_cuda
     assert_same({k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in snapshot(on_gpu).items()}, snapshot(on_cpu))
     assert torch.equal(on_gpu.sample(20).data.cpu(), on_cpu.sample(20).data)
+
+
+@pytest.mark.parametrize(("capacity", "seen", "n"), [(5, 0, 10), (5, 3, 10), (200, 190, 10), (200, 5000, 10), (1, 0, 64),
+                                                    (7, 6, 1), (300, 100000, 64), (10, 10, 33)])
+def test_small_batch_reservoir_writes_equal_the_tensor_path(capacity, seen, n, monkeypatch):
+    """Incoming batches take a plain-Python path through algorithm R; it must write exactly what the tensor path writes."""
+    import lossy_memory.memory.buffers as buffers
+
+    for seed in range(10):
+        buffer = LosslessBuffer((1, 2, 2), capacity=capacity, seed=seed)
+        buffer._num_seen = seen
+        state = buffer._insert_rng.get_state()
+        fast = buffer._reservoir_writes(n)
+        buffer._insert_rng.set_state(state)
+        monkeypatch.setattr(buffers, "SMALL_BATCH", 0)
+        tensor_path = buffer._reservoir_writes(n)
+        monkeypatch.undo()
+        assert all(torch.equal(a, b) for a, b in zip(fast, tensor_path, strict=True)), (seed, fast, tensor_path)

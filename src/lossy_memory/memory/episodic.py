@@ -278,6 +278,16 @@ class EpisodicMemory(nn.Module):
         N replay batches of one incoming batch)."""
         device = torch.device(device)
         draws = [self._draw(n) for _ in range(count)]
+        if all(len(parts) == 1 for parts in draws) and len({parts[0][0] for parts in draws}) == 1:  # one store: no regrouping
+            (key, _), store = draws[0][0], self.stores[draws[0][0][0]]
+            samples = [parts[0][1] for parts in draws]
+            if isinstance(store, MixedBuffer):
+                images = [self.codec.decode(store, d.data, device) for d in samples]
+            else:
+                images = self.codec.decode(store, torch.cat([d.data for d in samples]) if count > 1 else samples[0].data, device)
+                images = images.split(n) if count > 1 else [images]
+            return [Replayed(x, d.labels.to(device), d.tasks.to(device), torch.full_like(d.slots, key), d.slots,
+                             {name: v.to(device) for name, v in d.attributes.items()}) for x, d in zip(images, samples)]
         decoded: dict[int, list[torch.Tensor]] = {}
         for key in {key for parts in draws for key, _ in parts}:
             store, mine = self.stores[key], [d for parts in draws for k, d in parts if k == key]

@@ -100,6 +100,12 @@ class RandomSampling(SamplingStrategy):
     def _choose(self, said: CandidateScores, n: int) -> torch.Tensor:
         return torch.arange(n)
 
+    def select(self, source: ExperienceBuffer | BufferSample, n: int, scorer: Scorer | None = None) -> BufferSample:
+        """From a buffer: its n draws as they come (every candidate is kept, so there is nothing to re-index)."""
+        if isinstance(source, ExperienceBuffer) and not (isinstance(n, bool) or int(n) != n or n < 1):
+            return self.draw(source, int(n))
+        return super().select(source, n, scorer)
+
 
 class ActiveSampling(SamplingStrategy):
     """Of each wanted item's k candidates (consecutive groups of m // n), the one with the highest score."""

@@ -69,6 +69,11 @@ class ContinualStep:
         self.classifier_optimizer = self.strategy.ctx.optimizer = optimizers[0]
         self.generator_optimizer = optimizers[1] if self.trains_generator else None
 
+    def use_backward(self, backward: Callable[[torch.Tensor], None]) -> None:
+        self.backward = backward
+        if self.strategy.ctx is not None:
+            self.strategy.ctx.backward = backward
+
     def begin_task(self, task: int) -> None:
         self.strategy.before_task(task)
 
