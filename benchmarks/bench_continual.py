@@ -50,7 +50,7 @@ FILL_BUDGET = 200
 RECOLLECTION_BATCHES, GEM_TASKS = 400, 3
 STREAM = ["+experiment=mnist_split_lifelong", "classifier.hidden=[400,400]", "model.optimizer.lr=0.01",
           "memory.lossless_equivalent=200", "+trainer.enable_progress_bar=false", "callbacks.rich_progress_bar=null",
-          "callbacks.model_checkpoint=null", "logger=csv", "seed=12345"]
+          "callbacks.model_checkpoint=null", "logger=csv", "+trainer.enable_model_summary=false", "seed=12345"]
 TUNED = ("memory.generator.hidden=48", "memory.reconstruct_incoming=true")
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
