@@ -33,7 +33,7 @@ checkpoints carry, besides the weights of the classifier and the generator and b
 (incoming batches trained) and the global RNG states (torch, CUDA, Python, NumPy: the Gumbel-softmax noise).
 Lightning restores its batch counter but, for a data loader without ``state_dict``, starts the stream over from
 its first batch while still ending the epoch after the stream's length: the learner therefore wraps the stream's
-batch sampler (``ResumableBatches``) so that the resumed iteration skips the batches already trained, and puts the
+batch sampler (``ResumableBatches``) so that the resumed iteration skips the loads already trained, and puts the
 global RNG states back just before the first resumed update; the run then continues exactly as it would have.
 """
 
@@ -377,7 +377,7 @@ class ContinualLearner(L.LightningModule):
 
 
 class ResumableBatches(Sampler[list[int]]):
-    """A stream's batch sampler whose next iteration skips the ``learner._resume_skip`` batches already trained
+    """A stream's batch sampler whose next iteration skips the ``learner._resume_skip`` loads already trained
     (read when iteration starts: after the checkpoint was loaded). Its length stays the whole stream's, which is
     what Lightning's restored batch counter counts against."""
 
