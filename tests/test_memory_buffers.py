@@ -582,3 +582,29 @@ def test_small_batch_reservoir_writes_equal_the_tensor_path(capacity, seen, n, m
         tensor_path = buffer._reservoir_writes(n)
         monkeypatch.undo()
         assert all(torch.equal(a, b) for a, b in zip(fast, tensor_path, strict=True)), (seed, fast, tensor_path)
+
+
+def test_per_slot_attributes_are_paid_for_kept_with_their_items_and_saved():
+    attributes = {"logits": ((3,), torch.float16)}
+    plain, buffer = (LosslessBuffer((1, 2, 2), budget_bits=2000, num_classes=4, seed=0, attributes=a) for a in (None, attributes))
+    assert buffer.item_bits == plain.item_bits + 3 * 16 and buffer.capacity < plain.capacity
+    expected = torch.zeros(buffer.capacity, 3, dtype=torch.float16)  # what each slot's logits must be, from the writes
+    for step in range(4):
+        labels = torch.arange(6) % 4
+        logits = labels[:, None].float().expand(6, 3) + 10 * step
+        writes = buffer.add(torch.rand(6, 1, 2, 2), labels, 0, {"logits": logits})
+        expected[writes.slots] = logits[writes.sources].half()
+    assert buffer.num_seen == 24 > buffer.capacity  # the reservoir replaced some items
+    drawn = buffer.sample(50)
+    assert drawn.attributes["logits"].dtype == torch.float16
+    assert torch.equal(drawn.attributes["logits"], expected[drawn.slots])
+    assert torch.equal(drawn.attributes["logits"][:, 0].long() % 10, drawn.labels)  # drawn with their own items
+    restored = LosslessBuffer((1, 2, 2), budget_bits=2000, num_classes=4, seed=0, attributes=attributes)
+    restored.load_state_dict(buffer.state_dict())
+    assert torch.equal(restored.sample(20).attributes["logits"], buffer.sample(20).attributes["logits"])
+    with pytest.raises(ValueError, match="per-slot attributes"):
+        buffer.add(torch.rand(2, 1, 2, 2), torch.zeros(2, dtype=torch.long), 0)
+    with pytest.raises(ValueError, match=r"attribute 'logits' must be a tensor of shape \[2, 3\]"):
+        buffer.add(torch.rand(2, 1, 2, 2), torch.zeros(2, dtype=torch.long), 0, {"logits": torch.zeros(2, 4)})
+    with pytest.raises(ValueError, match="another shape"):
+        plain.load_state_dict(buffer.state_dict())

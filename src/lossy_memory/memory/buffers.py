@@ -76,6 +76,11 @@ class Writes(NamedTuple):
     slots: torch.Tensor
 
 
+def quantize_images(images: torch.Tensor) -> torch.Tensor:
+    """Float images in [0, 1] as uint8: the nearest of 256 levels (what a lossless store keeps)."""
+    return (images * 255).round().to(torch.uint8)
+
+
 def attribute_bits(attributes: Attributes | None) -> int:
     """Bits one item's attributes take at their stored dtypes."""
     return sum(8 * torch.empty((), dtype=dtype).element_size() * math.prod(shape) for shape, dtype in (attributes or {}).values())
@@ -628,7 +633,7 @@ class LosslessBuffer(ReservoirBuffer):
 
     @staticmethod
     def _to_rows(images: torch.Tensor) -> torch.Tensor:
-        return images if images.dtype == torch.uint8 else (images * 255).round().to(torch.uint8)
+        return images if images.dtype == torch.uint8 else quantize_images(images)
 
     def _empty_payload(self) -> torch.Tensor:
         return torch.zeros(self._capacity, *self.image_shape, dtype=torch.uint8, device=self.device)

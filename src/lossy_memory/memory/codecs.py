@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from lossy_memory.memory.budget import code_bits
-from lossy_memory.memory.buffers import Attributes, ExperienceBuffer, LosslessBuffer, MixedBuffer, RecollectionBuffer
+from lossy_memory.memory.buffers import Attributes, ExperienceBuffer, LosslessBuffer, MixedBuffer, RecollectionBuffer, quantize_images
 from lossy_memory.memory.replay import evaluating
 
 KINDS = ("lossless", "recollection", "mixed")
@@ -57,8 +57,8 @@ class LosslessCodec(Codec):
         return 8 * math.prod(image_shape)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """8-bit images: the nearest of 256 levels of x clamped to [0, 1] (what the buffer keeps)."""
-        return (x.detach().clamp(0, 1) * 255).round().to(torch.uint8)
+        """8-bit images of x clamped to [0, 1] (what the buffer keeps)."""
+        return quantize_images(x.detach().clamp(0, 1))
 
     def new_buffer(self, image_shape, budget_bits, capacity, **common) -> ExperienceBuffer:
         return LosslessBuffer(image_shape, capacity=capacity, budget_bits=budget_bits, **common)
@@ -94,7 +94,7 @@ class MixedCodec(RecollectionCodec):
         raise ValueError("a mixed memory has no single item size")
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return LosslessCodec.encode(self, x), super().encode(x)
+        return quantize_images(x.detach().clamp(0, 1)), super().encode(x)
 
     def new_buffer(self, image_shape, budget_bits, capacity, **common) -> ExperienceBuffer:
         if capacity is not None:

@@ -278,35 +278,19 @@ class EpisodicMemory(nn.Module):
         N replay batches of one incoming batch)."""
         device = torch.device(device)
         draws = [self._draw(n) for _ in range(count)]
-        if all(len(parts) == 1 for parts in draws) and len({parts[0][0] for parts in draws}) == 1:  # one store: no regrouping
-            (key, _), store = draws[0][0], self.stores[draws[0][0][0]]
-            samples = [parts[0][1] for parts in draws]
-            if isinstance(store, MixedBuffer):
-                images = [self.codec.decode(store, d.data, device) for d in samples]
-            else:
-                images = self.codec.decode(store, torch.cat([d.data for d in samples]) if count > 1 else samples[0].data, device)
-                images = images.split(n) if count > 1 else [images]
-            return [Replayed(x, d.labels.to(device), d.tasks.to(device), torch.full_like(d.slots, key), d.slots,
-                             {name: v.to(device) for name, v in d.attributes.items()}) for x, d in zip(images, samples)]
-        decoded: dict[int, list[torch.Tensor]] = {}
-        for key in {key for parts in draws for key, _ in parts}:
-            store, mine = self.stores[key], [d for parts in draws for k, d in parts if k == key]
+        images: dict[tuple[int, int], torch.Tensor] = {}  # (draw, store key) -> its decoded items
+        for key in dict.fromkeys(k for parts in draws for k, _ in parts):
+            store, mine = self.stores[key], [(i, d) for i, parts in enumerate(draws) for k, d in parts if k == key]
             if isinstance(store, MixedBuffer):  # a (codes, images) pair per draw
-                decoded[key] = [self.codec.decode(store, d.data, device) for d in mine]
+                decoded = [self.codec.decode(store, d.data, device) for _, d in mine]
             else:
-                images = self.codec.decode(store, torch.cat([d.data for d in mine]), device)
-                decoded[key] = list(images.split([len(d.labels) for d in mine]))
-        out = []
-        for parts in draws:
-            pieces = [(decoded[key].pop(0), key, d) for key, d in parts]
-            x = torch.cat([p[0] for p in pieces])
-            y = torch.cat([d.labels for _, _, d in pieces]).to(device)
-            task = torch.cat([d.tasks for _, _, d in pieces]).to(device)
-            store = torch.cat([torch.full((len(d.labels),), key, device=d.labels.device) for _, key, d in pieces])
-            slots = torch.cat([d.slots for _, _, d in pieces])
-            attributes = {name: torch.cat([d.attributes[name].to(device) for _, _, d in pieces]) for name in self.attributes}
-            out.append(Replayed(x, y, task, store, slots, attributes))
-        return out
+                decoded = self.codec.decode(store, join([d.data for _, d in mine]), device).split([len(d.labels) for _, d in mine])
+            images.update({(i, key): x for (i, _), x in zip(mine, decoded)})
+        return [Replayed(join([images[i, key] for key, _ in parts]), join([d.labels for _, d in parts]).to(device),
+                         join([d.tasks for _, d in parts]).to(device), join([torch.full_like(d.slots, key) for key, d in parts]),
+                         join([d.slots for _, d in parts]),
+                         {name: join([d.attributes[name] for _, d in parts]).to(device) for name in self.attributes})
+                for i, parts in enumerate(draws)]
 
     def contents(self, task: int | None = None, device: torch.device | str = "cpu",
                  key: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -358,6 +342,11 @@ class EpisodicMemory(nn.Module):
             stores[key] = store
         self.stores = stores
         self._rng.set_state(state["rng"])
+
+
+def join(parts: list[torch.Tensor]) -> torch.Tensor:
+    """The parts concatenated (a single part as it is: the common case of one store costs no copy)."""
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def stored_items(store: ExperienceBuffer) -> tuple[Any, torch.Tensor, torch.Tensor]:

@@ -64,7 +64,11 @@ class SamplingStrategy(ABC):
         if isinstance(n, bool) or int(n) != n or n < 1:
             raise ValueError(f"number of items to select must be an integer >= 1, got {n!r}")
         candidates = self.draw(source, int(n)) if isinstance(source, ExperienceBuffer) else source
-        return take(candidates, self.choose(candidates, int(n), scorer))
+        return self.keep(candidates, int(n), scorer)
+
+    def keep(self, candidates: BufferSample, n: int, scorer: Scorer | None = None) -> BufferSample:
+        """The n candidates ``choose`` keeps."""
+        return take(candidates, self.choose(candidates, n, scorer))
 
     def choose(self, candidates: BufferSample, n: int, scorer: Scorer | None = None) -> torch.Tensor:
         """Indices (LongTensor [n]) of the candidates kept; the scorer is called once, on all of them."""
@@ -100,11 +104,9 @@ class RandomSampling(SamplingStrategy):
     def _choose(self, said: CandidateScores, n: int) -> torch.Tensor:
         return torch.arange(n)
 
-    def select(self, source: ExperienceBuffer | BufferSample, n: int, scorer: Scorer | None = None) -> BufferSample:
-        """From a buffer: its n draws as they come (every candidate is kept, so there is nothing to re-index)."""
-        if isinstance(source, ExperienceBuffer) and not (isinstance(n, bool) or int(n) != n or n < 1):
-            return self.draw(source, int(n))
-        return super().select(source, n, scorer)
+    def keep(self, candidates: BufferSample, n: int, scorer: Scorer | None = None) -> BufferSample:
+        """n draws are already the n items wanted: nothing to re-index."""
+        return candidates if count(candidates) == n else super().keep(candidates, n, scorer)
 
 
 class ActiveSampling(SamplingStrategy):

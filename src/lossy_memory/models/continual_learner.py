@@ -87,7 +87,7 @@ class ContinualLearner(L.LightningModule):
         self.image_shape, self.num_classes = tuple(int(s) for s in image_shape), int(num_classes)
         self.net = classifier(image_shape=self.image_shape, num_classes=self.num_classes)
         self.optimizer_factory = optimizer
-        self.strategy, self.memory = strategy, self.step.memory
+        self.memory = self.step.memory
         self.eval_batch_size, self.eval_max_examples = int(eval_batch_size), eval_max_examples
         self.output_dir = None if output_dir is None else Path(output_dir)
         self.task_classes: list[tuple[int, ...]] = []
@@ -107,6 +107,10 @@ class ContinualLearner(L.LightningModule):
         self.retention_seen = 0  # incoming examples of the retention phase trained so far
         self.retention_initial: float | None = None
         self.retention_curve: list[tuple[int, float]] = []  # (retention-phase examples, accuracy on the earlier tasks)
+
+    @property
+    def strategy(self) -> ContinualStrategy:
+        return self.step.strategy
 
     @property
     def generator(self):

@@ -138,5 +138,5 @@ class ContinualStrategy:
         return torch.cat([(g if g is not None else torch.zeros_like(p)).flatten() for g, p in zip(grads, params)])
 
     def store(self, batch: dict[str, torch.Tensor]) -> None:
-        """Offer the incoming batch to the memory (after training on it)."""
-        self.memory.add(batch["x"], batch["y"], int(batch["task"][0]))
+        """Offer the incoming batch (of the current task) to the memory, after training on it."""
+        self.memory.add(batch["x"], batch["y"], self.task)

@@ -48,5 +48,5 @@ class DERPP(ContinualStrategy):
             if step == 0:
                 stored = logits.detach()  # the logits seen with the batch, before training on it (as DER++)
             self.update(loss)
-        self.memory.add(x, y, int(batch["task"][0]), {"logits": stored})
+        self.memory.add(x, y, self.task, {"logits": stored})
         return {"loss": loss.detach()}
