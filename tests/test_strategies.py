@@ -324,7 +324,8 @@ def test_replay_draws_every_batch_before_updating_and_mixes_recollections():
     tasks = stream()
     run(replay, tasks, upto=1)
     assert len(ctx.memory) == 40  # all of task 0's codes fit
-    batches = replay.batches({"x": tasks[1][0][:10], "y": tasks[1][1][:10], "task": torch.ones(10, dtype=torch.long)})
+    batches = ctx.memory.replay_batches({"x": tasks[1][0][:10], "y": tasks[1][1][:10], "task": torch.ones(10, dtype=torch.long)},
+                                        replay.steps, replay.replay_size)
     assert len(batches) == 3 and all(len(b["x"]) == 14 and b["replayed"].sum() == 4 for b in batches)
     assert all((b["y"][10:] < 2).all() for b in batches)  # replayed labels are task 0's
 

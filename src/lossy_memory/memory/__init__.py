@@ -8,7 +8,7 @@ from lossy_memory.memory.buffers import BufferSample, ExperienceBuffer, Lossless
 from lossy_memory.memory.codecs import Codec, LosslessCodec, MixedCodec, RecollectionCodec, make_codec
 from lossy_memory.memory.episodic import EpisodicMemory, Replayed, Written
 from lossy_memory.memory.generator import OnlineGenerator
-from lossy_memory.memory.replay import ReplayInterleaver, mix_replayed
+from lossy_memory.memory.replay import mix_replayed
 from lossy_memory.memory.packing import bits_per_variable, bytes_per_item, pack_codes, unpack_codes
 from lossy_memory.memory.sampling import (
     ActiveDiverseSampling,
@@ -24,7 +24,7 @@ __all__ = [
     "ActiveDiverseSampling", "ActiveSampling", "BudgetProblem", "BufferSample", "Candidate", "CandidateScores", "Codec",
     "EpisodicMemory", "LosslessCodec", "MixedCodec", "OnlineGenerator", "RecollectionCodec", "Replayed", "Writes", "Written",
     "make_codec", "mix_replayed",
-    "DiverseSampling", "ExperienceBuffer", "LosslessBuffer", "MixedBuffer", "RandomSampling", "RecollectionBuffer", "ReplayInterleaver",
+    "DiverseSampling", "ExperienceBuffer", "LosslessBuffer", "MixedBuffer", "RandomSampling", "RecollectionBuffer",
     "SamplingStrategy", "bits_per_variable", "bytes_per_item", "capacity_for_budget", "generator_parameters",
     "pack_codes", "recollections_for_lossless", "unpack_codes",
     "SyntheticSet", "evaluate_synthetic_set", "forgetting_scores", "herding", "k_center", "load_synthetic_set",

@@ -39,7 +39,7 @@ from lossy_memory.memory.budget import capacity_for_budget, label_task_bits, los
 from lossy_memory.memory.buffers import Attributes, BufferSample, ExperienceBuffer, MixedBuffer, RecollectionBuffer, attribute_bits
 from lossy_memory.memory.codecs import make_codec
 from lossy_memory.memory.generator import OnlineGenerator
-from lossy_memory.memory.replay import evaluating
+from lossy_memory.memory.replay import evaluating, mix_replayed
 from lossy_memory.memory.sampling import RandomSampling, SamplingStrategy
 
 LAYOUTS = ("shared", "per_task", "per_class")
@@ -291,6 +291,16 @@ class EpisodicMemory(nn.Module):
                          join([d.slots for _, d in parts]),
                          {name: join([d.attributes[name] for _, d in parts]).to(device) for name in self.attributes})
                 for i, parts in enumerate(draws)]
+
+    def replay_batches(self, batch: Mapping[str, torch.Tensor], count: int, n: int | None = None) -> list[dict[str, torch.Tensor]]:
+        """The ``count`` training batches of one incoming ``batch`` {"x", "y"[, "task"]}: its examples followed by n
+        replayed items each (None: as many as it holds), all drawn and decoded now, before the first update (paper,
+        section 2.4); the incoming batch alone while the memory is empty. What experience replay and the
+        ``ReplayInterleaving`` callback train on."""
+        x = batch["x"]
+        if not len(self):
+            return [mix_replayed(batch, None)] * count
+        return [mix_replayed(batch, (d.x, d.y, d.task)) for d in self.sample_batches(count, n or len(x), x.device)]
 
     def contents(self, task: int | None = None, device: torch.device | str = "cpu",
                  key: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

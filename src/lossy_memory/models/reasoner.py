@@ -39,11 +39,11 @@ class Reasoner(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    def _metric(self, split: str) -> MulticlassAccuracy:
+    def _metric_key(self, split: str) -> str:
         key = f"{split}_accuracy"  # a ModuleDict key may not shadow nn.Module.train
         if key not in self.accuracy:
             self.accuracy[key] = MulticlassAccuracy(self.num_classes, average="micro").to(self.device)
-        return self.accuracy[key]
+        return key
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         logits = self(batch["x"])
@@ -53,9 +53,12 @@ class Reasoner(L.LightningModule):
         return loss
 
     def evaluation_step(self, batch: dict, split: str) -> None:
-        metric = self._metric(split)
+        key = self._metric_key(split)
+        metric = self.accuracy[key]
         metric.update(self(batch["x"]), batch["y"])
-        self.log(f"{split}/accuracy", metric, on_epoch=True, prog_bar=True, batch_size=len(batch["x"]), add_dataloader_idx=False)
+        # named explicitly: Lightning looks metric attributes up once, before a stream's later test splits made theirs
+        self.log(f"{split}/accuracy", metric, on_epoch=True, prog_bar=True, batch_size=len(batch["x"]), add_dataloader_idx=False,
+                 metric_attribute=f"accuracy.{key}")
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self.evaluation_step(batch, "val")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from lossy_memory.memory import mix_replayed
 from lossy_memory.strategies.base import ContinualStrategy, check_count
 
 
@@ -23,16 +22,8 @@ class ExperienceReplay(ContinualStrategy):
         super().__init__(steps)
         self.replay_size = None if replay_size is None else check_count(replay_size, "strategy.replay_size")
 
-    def batches(self, batch: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
-        """The N training batches: incoming examples plus one replayed mini-batch each, all drawn now."""
-        x = batch["x"]
-        if not len(self.memory):
-            return [mix_replayed(batch, None)] * self.steps
-        draws = self.memory.sample_batches(self.steps, self.replay_size or len(x), x.device)
-        return [mix_replayed(batch, (d.x, d.y, d.task)) for d in draws]
-
     def observe(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        mixed_batches = self.batches({**batch, "x": self.memory.training_view(batch["x"])})
+        mixed_batches = self.memory.replay_batches({**batch, "x": self.memory.training_view(batch["x"])}, self.steps, self.replay_size)
         for mixed in mixed_batches:
             loss = F.cross_entropy(self.net(mixed["x"]), mixed["y"])
             self.update(loss)
