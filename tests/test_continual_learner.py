@@ -39,7 +39,7 @@ def test_split_mnist_fills_the_accuracy_matrix_and_saves_it(real_data_dir, tmp_p
     rows = (run_dir / "accuracy_matrix.csv").read_text().splitlines()
     assert rows[0] == "trained_through,task0,task1,task2" and len(rows) == 4
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
-    assert torch.equal(checkpoint["continual"]["matrices"]["agnostic"]["values"], R)
+    assert torch.equal(checkpoint["continual"]["evaluator"]["matrices"]["agnostic"]["values"], R)
     assert "memory._extra_state" in checkpoint["state_dict"]
 
 

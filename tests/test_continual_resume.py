@@ -67,7 +67,7 @@ def test_killed_and_resumed_run_ends_like_an_uninterrupted_one(memory, tmp_path,
     assert checkpoint.is_file()
     saved = torch.load(checkpoint, weights_only=False)["continual"]
     assert 4 < saved["stream_position"] < 8 and saved["current_task"] == 1  # taken in the middle of task 1
-    assert saved["matrices"]["agnostic"]["values"][1:].isnan().all()  # task 1's row not yet filled
+    assert saved["evaluator"]["matrices"]["agnostic"]["values"][1:].isnan().all()  # task 1's row not yet filled
     resumed = run(memory, tmp_path / "killed", data, ckpt_path=checkpoint)
     assert resumed["accuracy_matrix"] == whole["accuracy_matrix"]
     assert resumed["accuracy_matrix_task_aware"] == whole["accuracy_matrix_task_aware"]

@@ -10,8 +10,9 @@ ROOT = Path(lossy_memory.__file__).parent
 # Each layer may import itself and the layers before it. data/ and metrics/ are leaves beside nets/ (torch only).
 LAYERS = ["nets", "memory", "strategies", "models"]
 LEAVES = {"nets", "data", "metrics"}
-# Top-level helpers that models use, with what they may import themselves (checkpoints: reading a run's checkpoint).
-HELPERS = {"checkpoints": {"memory"}}
+# Top-level helpers that models use, with what they may import themselves (checkpoints: reading a run's checkpoint;
+# reports: writing a run's results files).
+HELPERS = {"checkpoints": {"memory"}, "reports": set()}
 
 
 def imported_packages(path: Path) -> set[str]:

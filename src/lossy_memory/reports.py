@@ -1,9 +1,12 @@
 """Tables and plots shared by the report commands: CSV for other tools, Markdown for READMEs and terminals,
-PNG for a glance. Values that do not apply to a row are None and are left blank."""
+PNG for a glance. Values that do not apply to a row are None and are left blank. A continual run's own results
+files (``write_continual_results``) are written here too, by the learner at the end of its pass."""
 
 from __future__ import annotations
 
 import csv
+import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -85,3 +88,57 @@ def curve_plot(path: Path, series: Mapping[str, Sequence[Point]], *, xlabel: str
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(fontsize=8)
     figure.savefig(path, dpi=150)
+
+
+def write_continual_results(folder: Path, record: Mapping[str, Any], loggers: Sequence[Any] = ()) -> None:
+    """A continual run's results in its folder: ``continual.json`` (``record``, see ``ContinualEvaluator.record``), R of
+    both kinds as CSV and PNG heatmaps (``accuracy_matrix*``), ``retention.csv`` for a retention stream; and R to the
+    loggers that take tables (W&B: a table; TensorBoard: the CSV as text)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    metrics = record["metrics"]
+    for suffix, prefix, kind in (("", "", "task-agnostic"), ("_task_aware", "task_aware_", "task-aware")):
+        values = [[math.nan if v is None else v for v in row] for row in record[f"accuracy_matrix{suffix}"]]
+        write_matrix_csv(folder / f"accuracy_matrix{suffix}.csv", values)
+        final = metrics.get(f"{prefix}final_average_accuracy", math.nan)
+        plot_matrix(folder / f"accuracy_matrix{suffix}.png", values, f"R[i, j] ({kind}), final avg {final:.3f}")
+    retention = record.get("retention")
+    if retention is not None:
+        points = ([(0, retention["initial"])] if retention["initial"] is not None else []) + list(zip(retention["examples"], retention["accuracy"]))
+        (folder / "retention.csv").write_text("examples,accuracy\n" + "".join(f"{e},{v:.4f}\n" for e, v in points))
+    (folder / "continual.json").write_text(json.dumps(record, indent=2))
+    matrix = record["accuracy_matrix"]
+    for logger in loggers:
+        if hasattr(logger, "log_table"):  # W&B
+            logger.log_table("cl/accuracy_matrix", columns=[f"task {j}" for j in range(len(matrix))], data=matrix)
+        elif hasattr(getattr(logger, "experiment", None), "add_text"):  # TensorBoard
+            logger.experiment.add_text("cl/accuracy_matrix", (folder / "accuracy_matrix.csv").read_text())
+
+
+def write_matrix_csv(path: Path, values: Sequence[Sequence[float]]) -> None:
+    lines = ["trained_through," + ",".join(f"task{j}" for j in range(len(values)))]
+    lines += [f"task{i}," + ",".join("" if math.isnan(v) else f"{v:.4f}" for v in row) for i, row in enumerate(values)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def plot_matrix(path: Path, values: Sequence[Sequence[float]], title: str) -> None:
+    """A heatmap of R with the values written in (Agg canvas: no GUI backend)."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    T = len(values)
+    size = min(12.0, 2.0 + 0.45 * T)
+    figure = Figure(figsize=(size, size * 0.85), layout="constrained")
+    axes = figure.subplots()
+    image = axes.imshow(values, vmin=0, vmax=1, cmap="viridis")
+    figure.colorbar(image, ax=axes, label="accuracy")
+    for axis in (axes.xaxis, axes.yaxis):
+        axis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_xlabel("evaluated on task j")
+    axes.set_ylabel("after training task i")
+    axes.set_title(title)
+    if T <= 20:
+        for i, row in enumerate(values):
+            for j, v in enumerate(row):
+                if not math.isnan(v):
+                    axes.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=7, color="white" if v < 0.6 else "black")
+    figure.savefig(path, dpi=110)

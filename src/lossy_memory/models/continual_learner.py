@@ -8,28 +8,21 @@ DER++, iCaRL), which makes its N updates through this module's optimizers (``aut
 This module only wires the pieces: the step, task boundaries, evaluation and results. Training losses are logged
 every ``trainer.log_every_n_steps`` incoming batches, as tensors (no host-device synchronisation in between).
 
-At every task boundary (the first batch of the next task, and the end of the pass) the strategy's ``after_task``
-runs, then every task's test set is evaluated: row i of the accuracy matrix R (task-agnostic: argmax over every
-class; task-aware: over the task's classes). Before any training the same evaluation of the randomly initialised
-model gives b, for forward transfer. At the end of the pass: the metrics of ``lossy_memory.metrics.continual``
-(over the tasks trained, should the pass be cut short), wall time, peak memory and the bits stored (memory, and
-memory + generator parameters: the paper's total constraint) are logged as ``cl/...``, and R is written to the run
-directory as CSV, JSON and a PNG heatmap (``accuracy_matrix*``, ``continual.json``).
-
-With a generator (recollection / mixed memory), its distortion (mean |x - x_hat| per pixel, on every task's test
-set seen so far, at most ``eval_max_examples`` per task) is measured before training and at every task boundary,
-against the number of incoming examples trained: the DiscreteVAE curves of the paper's Figure 3 (``generator_distortion``
-in ``continual.json``, ``cl/generator_distortion`` in the loggers).
-
-Long-term retention (the paper's Figure 4): a stream that names a ``retention_task`` (``data.LongTermRetentionStream``:
-CIFAR-100, then CIFAR-10 for a set number of examples) and a ``retention_interval`` gets, during that last phase, the
-task-agnostic accuracy averaged over the tasks before it measured every ``retention_interval`` incoming examples
-(``retention`` in ``continual.json``, ``retention.csv``, ``cl/retention``); ``retention_initial`` is the value when the
-phase starts, ``retention_final`` at its end.
+Evaluation is the ``ContinualEvaluator``'s (``lossy_memory.metrics.continual_evaluation``), which this module calls
+before any training (b: the randomly initialised model's accuracies, for forward transfer), after every incoming
+batch (long-term retention) and at every task boundary (the first batch of the next task, and the end of the pass),
+right after the strategy's ``after_task``: row i of the accuracy matrix R (task-agnostic: argmax over every class;
+task-aware: over the task's classes) and, with a generator, its distortion on every task's test set seen so far (at
+most ``eval_max_examples`` per task; the paper's Figure 3). At the end of the pass its metrics (over the tasks
+trained, should the pass be cut short), wall time, peak memory and the bits stored (memory, and memory + generator
+parameters: the paper's total constraint) are logged as ``cl/...`` and written to the run directory by
+``lossy_memory.reports.write_continual_results`` (``continual.json``, ``accuracy_matrix*.csv/png``, ``retention.csv``).
+A stream that names a ``retention_task`` (``data.LongTermRetentionStream``) and a ``retention_interval`` gets the
+retention curve of the paper's Figure 4.
 
 Resuming mid-stream (``ckpt_path`` of a checkpoint taken every ``callbacks.model_checkpoint.every_n_train_steps``):
 checkpoints carry, besides the weights of the classifier and the generator and both optimizers' states, the memory
-(stores, their RNGs, the generator's snapshot), the strategy's state, the accuracy matrices, the stream position
+(stores, their RNGs, the generator's snapshot), the strategy's state, the evaluator's (R, curves), the stream position
 (incoming batches trained) and the global RNG states (torch, CUDA, Python, NumPy: the Gumbel-softmax noise).
 Lightning restores its batch counter but, for a data loader without ``state_dict``, starts the stream over from
 its first batch while still ending the epoch after the stream's length: the learner therefore wraps the stream's
@@ -39,7 +32,6 @@ global RNG states back just before the first resumed update; the run then contin
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import resource
@@ -57,8 +49,10 @@ from torch.utils.data import DataLoader, Sampler
 
 from lossy_memory.memory import EpisodicMemory
 from lossy_memory.memory.replay import evaluating
-from lossy_memory.metrics.continual import AccuracyMatrix, correct_counts, summarize
+from lossy_memory.metrics.continual import correct_counts
+from lossy_memory.metrics.continual_evaluation import ContinualEvaluator
 from lossy_memory.nets import Classifier
+from lossy_memory.reports import write_continual_results
 from lossy_memory.strategies import ContinualStep, ContinualStrategy
 
 
@@ -92,8 +86,7 @@ class ContinualLearner(L.LightningModule):
         self.output_dir = None if output_dir is None else Path(output_dir)
         self.task_classes: list[tuple[int, ...]] = []
         self.current_task = -1
-        self.tasks_done = 0
-        self.matrices: dict[str, AccuracyMatrix] = {}
+        self.evaluator: ContinualEvaluator | None = None  # made at setup, once the stream is known
         self.results: dict[str, Any] = {}
         self._start_time: float | None = None
         self.stream_position = 0  # incoming batches trained so far
@@ -101,12 +94,6 @@ class ContinualLearner(L.LightningModule):
         self._resume_skip = 0  # loads the next iteration of the stream skips (set by on_load_checkpoint)
         self._rng_to_restore: dict[str, Any] | None = None
         self.examples_seen = 0  # incoming examples trained so far
-        self.generator_curve: list[tuple[int, float]] = []  # (examples seen, generator distortion on the tasks seen)
-        self.retention_task: int | None = None  # set from the stream at setup
-        self.retention_interval: int | None = None
-        self.retention_seen = 0  # incoming examples of the retention phase trained so far
-        self.retention_initial: float | None = None
-        self.retention_curve: list[tuple[int, float]] = []  # (retention-phase examples, accuracy on the earlier tasks)
 
     @property
     def strategy(self) -> ContinualStrategy:
@@ -121,7 +108,7 @@ class ContinualLearner(L.LightningModule):
 
     # -- set-up: every check before any training -------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        if self.matrices:
+        if self.evaluator is not None:
             return
         datamodule = self.trainer.datamodule if self._trainer is not None else None
         if datamodule is None or not hasattr(datamodule, "task_classes"):
@@ -136,15 +123,9 @@ class ContinualLearner(L.LightningModule):
         if stage == "fit" and self.trainer.max_epochs not in (1, None):
             raise ValueError(f"a task stream is seen once: set trainer.max_epochs=1 (got {self.trainer.max_epochs})")
         self.task_classes = [tuple(c) for c in datamodule.task_classes]
-        num_tasks = datamodule.num_tasks
         self.step.prepare(self.net, self.image_shape, self.num_classes, self.task_classes, datamodule.task_train_set)
-        self.retention_task = getattr(datamodule, "retention_task", None)
-        self.retention_interval = getattr(datamodule, "retention_interval", None)
-        if self.retention_task is not None and (self.retention_interval is None or self.retention_interval < 1
-                                                or not 0 < self.retention_task < num_tasks):
-            raise ValueError(f"a retention stream needs a retention_interval >= 1 and a retention task after the first, got "
-                             f"{self.retention_interval} and task {self.retention_task} of {num_tasks}")
-        self.matrices = {"agnostic": AccuracyMatrix(num_tasks), "aware": AccuracyMatrix(num_tasks)}
+        self.evaluator = ContinualEvaluator(self.task_classes, self.task_test_batches, getattr(datamodule, "retention_task", None),
+                                            getattr(datamodule, "retention_interval", None))
         if stage == "fit":
             make_resumable(datamodule, self)
 
@@ -160,11 +141,7 @@ class ContinualLearner(L.LightningModule):
     def on_train_start(self) -> None:
         optimizers = self.optimizers()
         self.step.use_optimizers(optimizers if isinstance(optimizers, list) else [optimizers])
-        if self.current_task < 0 and self.matrices["agnostic"].random_init is None:
-            agnostic, aware = self.evaluate_tasks()
-            self.matrices["agnostic"].set_random_init(agnostic)
-            self.matrices["aware"].set_random_init(aware)
-            self.record_generator_distortion(tasks=range(1))  # the first task's test set: the generator's starting point
+        self.log_now(self.evaluator.start(self.predict_for_evaluation, self.reconstruct_for_evaluation))
         self._start_time = time.perf_counter()
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
@@ -192,63 +169,24 @@ class ContinualLearner(L.LightningModule):
             logs = self.step(batch)
             self.stream_position += 1
             self.examples_seen += len(batch["task"])
-            if task == self.retention_task:
-                self.retention_step(len(batch["task"]))
+            self.log_now(self.evaluator.trained(task, len(batch["task"]), self.predict_for_evaluation))
             if self.stream_position % self.trainer.log_every_n_steps == 0:
-                for logger in self.loggers:  # straight to the loggers: Lightning's per-step collection costs more than the step
-                    logger.log_metrics({f"train/{k}": float(v) for k, v in logs.items()}, step=self.stream_position)
+                self.log_now({f"train/{k}": float(v) for k, v in logs.items()})
         self.loads_trained += 1
 
-    def retention_step(self, n: int) -> None:
-        """n more retention-phase examples trained: one curve point per ``retention_interval`` mark crossed."""
-        before, self.retention_seen = self.retention_seen, self.retention_seen + n
-        marks = self.retention_seen // self.retention_interval - before // self.retention_interval
-        if marks <= 0:
-            return
-        agnostic, _ = self.evaluate_tasks(tasks=range(self.retention_task))
-        value = sum(agnostic) / len(agnostic)
-        first = before // self.retention_interval + 1
-        for k in range(first, first + marks):
-            self.retention_curve.append((k * self.retention_interval, value))
-        for logger in self.loggers:
-            logger.log_metrics({"cl/retention": value, "cl/retention_examples": float(self.retention_seen)}, step=self.stream_position)
-
-    def record_generator_distortion(self, tasks: Sequence[int]) -> None:
-        if self.generator is None:
-            return
-        value = self.generator_distortion(tasks)
-        self.generator_curve.append((self.examples_seen, value))
-        for logger in self.loggers:
-            logger.log_metrics({"cl/generator_distortion": value, "cl/examples_seen": float(self.examples_seen)}, step=self.stream_position)
-
-    @torch.no_grad()
-    def generator_distortion(self, tasks: Sequence[int]) -> float:
-        """Mean per-pixel |x - x_hat| of the generator's reconstructions over the test sets of ``tasks``."""
-        total, pixels = 0.0, 0
-        with evaluating(self.generator):
-            for j in tasks:
-                for x, _ in self.task_test_batches(j):
-                    total += float((self.generator.reconstruct(x) - x).abs().sum())
-                    pixels += x.numel()
-        return total / max(pixels, 1)
+    def log_now(self, metrics: dict[str, float]) -> None:
+        """Straight to the loggers at the stream position: Lightning's per-step collection costs more than the step,
+        and task boundaries are also reached from on_train_epoch_end."""
+        if metrics:
+            for logger in self.loggers:
+                logger.log_metrics(metrics, step=self.stream_position)
 
     def end_task(self, task: int) -> None:
         self.step.end_task(task)
-        self.record_generator_distortion(tasks=range(task + 1))
-        agnostic, aware = self.evaluate_tasks()
-        if self.retention_task is not None and task == self.retention_task - 1:
-            self.retention_initial = sum(agnostic[:self.retention_task]) / self.retention_task
-        self.matrices["agnostic"].set_row(task, agnostic)
-        self.matrices["aware"].set_row(task, aware)
-        self.tasks_done = task + 1
-        seen = agnostic[: task + 1]
-        row = {"cl/seen_tasks_accuracy": sum(seen) / len(seen), "cl/tasks_done": float(task + 1),
-               **{f"cl/after_task/task{j}_accuracy": a for j, a in enumerate(agnostic)}}
-        for logger in self.loggers:  # straight to the loggers: also called from on_train_epoch_end
-            logger.log_metrics(row, step=self.stream_position)
+        self.log_now(self.evaluator.end_task(task, self.predict_for_evaluation, self.reconstruct_for_evaluation, self.examples_seen))
 
     def on_train_epoch_end(self) -> None:
-        if self.current_task >= 0 and self.tasks_done <= self.current_task:
+        if self.current_task >= 0 and self.evaluator.tasks_done <= self.current_task:
             self.end_task(self.current_task)
         self.finish()
 
@@ -261,20 +199,20 @@ class ContinualLearner(L.LightningModule):
             stop = min(start + self.eval_batch_size, count)
             yield data.images[start:stop].to(self.device).float() / 255, data.labels[start:stop].to(self.device)
 
-    @torch.no_grad()
-    def evaluate_tasks(self, tasks: Sequence[int] | None = None) -> tuple[list[float], list[float]]:
-        """(task-agnostic, task-aware) accuracy on every task's test set (those of ``tasks``) with the current model."""
-        agnostic, aware = [], []
+    def predict_for_evaluation(self, x: torch.Tensor) -> torch.Tensor:
         with evaluating(self.net):
-            for j in range(len(self.task_classes)) if tasks is None else tasks:
-                hits, count = [0, 0], 0
-                for x, y in self.task_test_batches(j):
-                    for k, n in enumerate(correct_counts(self.strategy.predict(x), y, self.task_classes[j])):
-                        hits[k] += n
-                    count += len(y)
-                agnostic.append(hits[0] / count)
-                aware.append(hits[1] / count)
-        return agnostic, aware
+            return self.strategy.predict(x)
+
+    @property
+    def reconstruct_for_evaluation(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        if self.generator is None:
+            return None
+
+        def reconstruct(x: torch.Tensor) -> torch.Tensor:
+            with evaluating(self.generator):
+                return self.generator.reconstruct(x)
+
+        return reconstruct
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         accuracy = (self.strategy.predict(batch["x"]).argmax(1) == batch["y"]).float().mean()
@@ -299,85 +237,37 @@ class ContinualLearner(L.LightningModule):
         return report
 
     def finish(self) -> None:
-        done = self.tasks_done
-        results: dict[str, Any] = {"tasks_trained": done, "num_tasks": len(self.task_classes), "examples_seen": self.examples_seen}
-        for name, matrix in self.matrices.items():
-            b = None if matrix.random_init is None else matrix.random_init[:done]
-            metrics = summarize(matrix.values[:done, :done], b) if done else {}
-            prefix = "" if name == "agnostic" else "task_aware_"
-            results.update({f"{prefix}{k}": v for k, v in metrics.items()})
+        results: dict[str, Any] = {**self.evaluator.metrics(), "examples_seen": self.examples_seen}
         results["wall_time_s"] = time.perf_counter() - (self._start_time or time.perf_counter())
         results["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         if torch.cuda.is_available():
             results["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
         results.update({f"storage_{k}": float(v) for k, v in self.storage_report().items()})
-        if self.generator_curve:
-            results["generator_distortion"] = self.generator_curve[-1][1]
-        if self.retention_task is not None:
-            results["retention_initial"] = float("nan") if self.retention_initial is None else self.retention_initial
-            results["retention_final"] = self.retention_curve[-1][1] if self.retention_curve else float("nan")
         self.results = results
         self.log_dict({f"cl/{k}": float(v) for k, v in results.items() if not math.isnan(float(v))}, on_epoch=True, batch_size=1)
         if self.trainer.is_global_zero:
-            self.write_results()
-
-    def write_results(self) -> None:
-        folder = self.output_dir or Path(self.trainer.default_root_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        record = {"metrics": self.results, "task_classes": [list(c) for c in self.task_classes]}
-        for name, matrix in self.matrices.items():
-            suffix = "" if name == "agnostic" else "_task_aware"
-            record[f"accuracy_matrix{suffix}"] = [[None if math.isnan(v) else v for v in row] for row in matrix.values.tolist()]
-            record[f"random_init_accuracy{suffix}"] = None if matrix.random_init is None else matrix.random_init.tolist()
-            write_matrix_csv(folder / f"accuracy_matrix{suffix}.csv", matrix.values)
-            plot_matrix(folder / f"accuracy_matrix{suffix}.png", matrix.values,
-                        f"R[i, j] ({'task-agnostic' if not suffix else 'task-aware'}), final avg {self.results.get(('task_aware_' if suffix else '') + 'final_average_accuracy', float('nan')):.3f}")
-        if self.generator_curve:
-            record["generator_distortion"] = {"examples": [e for e, _ in self.generator_curve],
-                                              "distortion": [v for _, v in self.generator_curve]}
-        if self.retention_task is not None:
-            record["retention"] = {"interval": self.retention_interval, "task": self.retention_task,
-                                   "earlier_tasks": self.retention_task, "initial": self.retention_initial,
-                                   "examples": [e for e, _ in self.retention_curve],
-                                   "accuracy": [v for _, v in self.retention_curve]}
-            (folder / "retention.csv").write_text("examples,accuracy\n" + "".join(
-                f"{e},{v:.4f}\n" for e, v in ([(0, self.retention_initial)] if self.retention_initial is not None else [])
-                + self.retention_curve))
-        (folder / "continual.json").write_text(json.dumps(record, indent=2))
-        for logger in self.loggers:
-            if hasattr(logger, "log_table"):  # W&B
-                columns = [f"task {j}" for j in range(len(self.task_classes))]
-                logger.log_table("cl/accuracy_matrix", columns=columns, data=self.matrices["agnostic"].values.tolist())
-            elif hasattr(getattr(logger, "experiment", None), "add_text"):  # TensorBoard
-                logger.experiment.add_text("cl/accuracy_matrix", (folder / "accuracy_matrix.csv").read_text())
+            write_continual_results(self.output_dir or Path(self.trainer.default_root_dir), self.evaluator.record(results), self.loggers)
 
     # -- checkpoints ----------------------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["continual"] = {"current_task": self.current_task, "tasks_done": self.tasks_done,
-                                   "strategy": self.strategy.state_dict(),
-                                   "matrices": {k: m.state_dict() for k, m in self.matrices.items()},
-                                   "stream_position": self.stream_position, "loads_trained": self.loads_trained,
-                                   "rng": rng_states(),
-                                   "examples_seen": self.examples_seen, "generator_curve": self.generator_curve,
-                                   "retention": {"seen": self.retention_seen, "initial": self.retention_initial,
-                                                 "curve": self.retention_curve}}
+        checkpoint["continual"] = {"current_task": self.current_task, "strategy": self.strategy.state_dict(),
+                                   "evaluator": self.evaluator.state_dict(), "stream_position": self.stream_position,
+                                   "loads_trained": self.loads_trained, "examples_seen": self.examples_seen, "rng": rng_states()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("continual")
         if state is None:
             return
-        self.current_task, self.tasks_done = state["current_task"], state["tasks_done"]
+        if "evaluator" not in state:
+            raise ValueError("this checkpoint was written by an older ContinualLearner (no evaluator state): it cannot resume "
+                             "here; start the run again")
+        self.current_task = state["current_task"]
         self.strategy.load_state_dict(state["strategy"])
-        for k, m in self.matrices.items():
-            m.load_state_dict(state["matrices"][k])
-        self.stream_position = int(state.get("stream_position", 0))
-        self.loads_trained = self._resume_skip = int(state.get("loads_trained", self.stream_position))
-        self._rng_to_restore = state.get("rng")
-        self.examples_seen = int(state.get("examples_seen", 0))
-        self.generator_curve = [tuple(p) for p in state.get("generator_curve", [])]
-        retention = state.get("retention", {})
-        self.retention_seen, self.retention_initial = int(retention.get("seen", 0)), retention.get("initial")
-        self.retention_curve = [tuple(p) for p in retention.get("curve", [])]
+        self.evaluator.load_state_dict(state["evaluator"])
+        self.stream_position = int(state["stream_position"])
+        self.loads_trained = self._resume_skip = int(state["loads_trained"])
+        self.examples_seen = int(state["examples_seen"])
+        self._rng_to_restore = state["rng"]
 
 
 class ResumableBatches(Sampler[list[int]]):
@@ -433,34 +323,3 @@ def set_rng_states(states: dict[str, Any]) -> None:
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
-
-
-def write_matrix_csv(path: Path, values: torch.Tensor) -> None:
-    lines = ["trained_through," + ",".join(f"task{j}" for j in range(values.shape[1]))]
-    lines += [f"task{i}," + ",".join("" if math.isnan(v) else f"{v:.4f}" for v in row) for i, row in enumerate(values.tolist())]
-    path.write_text("\n".join(lines) + "\n")
-
-
-def plot_matrix(path: Path, values: torch.Tensor, title: str) -> None:
-    """A heatmap of R with the values written in (Agg canvas: no GUI backend)."""
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
-
-    T = values.shape[0]
-    size = min(12.0, 2.0 + 0.45 * T)
-    figure = Figure(figsize=(size, size * 0.85), layout="constrained")
-    axes = figure.subplots()
-    image = axes.imshow(values.numpy(), vmin=0, vmax=1, cmap="viridis")
-    figure.colorbar(image, ax=axes, label="accuracy")
-    for axis in (axes.xaxis, axes.yaxis):
-        axis.set_major_locator(MaxNLocator(integer=True))
-    axes.set_xlabel("evaluated on task j")
-    axes.set_ylabel("after training task i")
-    axes.set_title(title)
-    if T <= 20:
-        for i in range(T):
-            for j in range(T):
-                v = float(values[i, j])
-                if not math.isnan(v):
-                    axes.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=7, color="white" if v < 0.6 else "black")
-    figure.savefig(path, dpi=110)
