@@ -232,3 +232,18 @@ def test_real_split_mnist_task_sizes(real_data_dir: Path) -> None:
     assert [len(stream.task_train_set(t)) for t in range(5)] == [12665, 12089, 11263, 12183, 11800]
     assert [len(stream.task_test_set(t)) for t in range(5)] == [2115, 2042, 1874, 1986, 1983]
     assert len(stream.train_dataloader()) == sum(-(-n // 10) for n in [12665, 12089, 11263, 12183, 11800])
+
+
+def test_the_stream_sampler_resumes_after_the_loads_it_handed_out():
+    bounds = [(0, 7), (7, 12)]
+    whole = list(TaskOrderBatchSampler(bounds, batch_size=2, seed=3))
+    sampler = TaskOrderBatchSampler(bounds, batch_size=2, seed=3)
+    first = [load for _, load in zip(range(3), sampler)]
+    state = sampler.state_dict()
+    assert state == {"loads": 3}
+    resumed = TaskOrderBatchSampler(bounds, batch_size=2, seed=3)
+    resumed.load_state_dict(state)
+    assert first + list(resumed) == whole  # the resumed pass starts with the first load not handed out
+    assert list(resumed) == whole  # and only that pass: the next one is the whole stream again
+    with pytest.raises(ValueError, match="outside this stream"):
+        resumed.load_state_dict({"loads": len(whole) + 1})

@@ -8,6 +8,7 @@ streams draw a sample per task and transform it (permuted and rotated MNIST, as 
 
 from __future__ import annotations
 
+import itertools
 import math
 from abc import abstractmethod
 from collections.abc import Iterator, Sequence
@@ -51,6 +52,9 @@ class TaskOrderBatchSampler(Sampler[list[int]]):
     ``batches_per_step`` > 1 hands up to that many consecutive batches of one task together, as one index list (a
     *load*): the learner splits it back into batches of ``batch_size`` (only a task's last batch can be short, and it
     ends its load), so the updates are those of single batches while the framework's per-step work is paid once a load.
+
+    Stateful, for resuming mid-stream: ``state_dict`` holds the loads handed out so far in this pass, and after
+    ``load_state_dict`` the next pass starts right after them (``StreamLoader`` lets Lightning save and restore it).
     """
 
     def __init__(self, bounds: Sequence[tuple[int, int]], batch_size: int, seed: int, num_replicas: int = 1, rank: int = 0,
@@ -59,6 +63,8 @@ class TaskOrderBatchSampler(Sampler[list[int]]):
             raise ValueError(f"batch_size and batches_per_step must be >= 1, got {batch_size} and {batches_per_step}")
         self.bounds, self.batch_size, self.seed = list(bounds), batch_size, seed
         self.num_replicas, self.rank, self.batches_per_step = num_replicas, rank, batches_per_step
+        self.position = 0  # loads handed out in the running pass
+        self._resume_at = 0  # where the next pass starts (set by load_state_dict)
 
     def _shards(self) -> Iterator[torch.Tensor]:
         generator = torch.Generator().manual_seed(self.seed)
@@ -68,12 +74,35 @@ class TaskOrderBatchSampler(Sampler[list[int]]):
             yield order.repeat(math.ceil(padded / len(order)))[:padded][self.rank :: self.num_replicas]
 
     def __iter__(self) -> Iterator[list[int]]:
-        for shard in self._shards():
-            yield from (load.tolist() for load in shard.split(self.batch_size * self.batches_per_step))
+        self.position, skip, self._resume_at = self._resume_at, self._resume_at, 0
+        loads = (load for shard in self._shards() for load in shard.split(self.batch_size * self.batches_per_step))
+        for load in itertools.islice(loads, skip, None):
+            self.position += 1
+            yield load.tolist()
+
+    def state_dict(self) -> dict[str, int]:
+        return {"loads": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if not 0 <= int(state["loads"]) <= len(self):
+            raise ValueError(f"the checkpoint's stream position ({state['loads']} loads) lies outside this stream of {len(self)}: "
+                             "resume with the data settings it was written with")
+        self._resume_at = int(state["loads"])
 
     def __len__(self) -> int:
         per_load = self.batch_size * self.batches_per_step
         return sum(math.ceil(math.ceil((stop - start) / self.num_replicas) / per_load) for start, stop in self.bounds)
+
+
+class StreamLoader(DataLoader):
+    """A task stream's training loader: stateful through its ``TaskOrderBatchSampler``, so Lightning keeps the stream
+    position in checkpoints and a resumed run continues with the first load it had not trained."""
+
+    def state_dict(self) -> dict[str, int]:
+        return self.batch_sampler.state_dict()
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.batch_sampler.load_state_dict(state)
 
 
 def _task_bounds(dataset: ImageTensorDataset, num_tasks: int) -> list[tuple[int, int]]:
@@ -186,7 +215,7 @@ class TaskStreamDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         num_replicas, rank = self._replicas()
         sampler = TaskOrderBatchSampler(self._train_bounds, self.batch_size, self.seed, num_replicas, rank, self.batches_per_step)
-        return DataLoader(self.train_set, batch_sampler=sampler, collate_fn=_already_batched)
+        return StreamLoader(self.train_set, batch_sampler=sampler, collate_fn=_already_batched)
 
     def _eval_loader(self, dataset: ImageTensorDataset) -> DataLoader:
         num_replicas, rank = self._replicas()

@@ -23,11 +23,10 @@ retention curve of the paper's Figure 4.
 Resuming mid-stream (``ckpt_path`` of a checkpoint taken every ``callbacks.model_checkpoint.every_n_train_steps``):
 checkpoints carry, besides the weights of the classifier and the generator and both optimizers' states, the memory
 (stores, their RNGs, the generator's snapshot), the strategy's state, the evaluator's (R, curves), the stream position
-(incoming batches trained) and the global RNG states (torch, CUDA, Python, NumPy: the Gumbel-softmax noise).
-Lightning restores its batch counter but, for a data loader without ``state_dict``, starts the stream over from
-its first batch while still ending the epoch after the stream's length: the learner therefore wraps the stream's
-batch sampler (``ResumableBatches``) so that the resumed iteration skips the loads already trained, and puts the
-global RNG states back just before the first resumed update; the run then continues exactly as it would have.
+(incoming batches trained) and the global RNG states (torch, CUDA, Python, NumPy: the Gumbel-softmax noise). The
+stream's loader is stateful (``data.streams.StreamLoader``: Lightning saves the loads it handed out and the resumed
+pass starts after them), and the global RNG states are put back just before the first resumed update, so the run
+continues exactly as it would have.
 """
 
 from __future__ import annotations
@@ -45,7 +44,6 @@ from lightning.pytorch.plugins.precision import Precision
 from lightning.pytorch.strategies import SingleDeviceStrategy
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
 
 from lossy_memory.memory import EpisodicMemory
 from lossy_memory.memory.replay import evaluating
@@ -90,8 +88,6 @@ class ContinualLearner(L.LightningModule):
         self.results: dict[str, Any] = {}
         self._start_time: float | None = None
         self.stream_position = 0  # incoming batches trained so far
-        self.loads_trained = 0  # training steps (loads of data.batches_per_step incoming batches) so far
-        self._resume_skip = 0  # loads the next iteration of the stream skips (set by on_load_checkpoint)
         self._rng_to_restore: dict[str, Any] | None = None
         self.examples_seen = 0  # incoming examples trained so far
 
@@ -126,8 +122,6 @@ class ContinualLearner(L.LightningModule):
         self.step.prepare(self.net, self.image_shape, self.num_classes, self.task_classes, datamodule.task_train_set)
         self.evaluator = ContinualEvaluator(self.task_classes, self.task_test_batches, getattr(datamodule, "retention_task", None),
                                             getattr(datamodule, "retention_interval", None))
-        if stage == "fit":
-            make_resumable(datamodule, self)
 
     def on_fit_start(self) -> None:
         # Lightning's manual_backward adds precision scaling and DDP's preparation; with plain 32-bit precision on one
@@ -172,7 +166,6 @@ class ContinualLearner(L.LightningModule):
             self.log_now(self.evaluator.trained(task, len(batch["task"]), self.predict_for_evaluation))
             if self.stream_position % self.trainer.log_every_n_steps == 0:
                 self.log_now({f"train/{k}": float(v) for k, v in logs.items()})
-        self.loads_trained += 1
 
     def log_now(self, metrics: dict[str, float]) -> None:
         """Straight to the loggers at the stream position: Lightning's per-step collection costs more than the step,
@@ -252,7 +245,7 @@ class ContinualLearner(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["continual"] = {"current_task": self.current_task, "strategy": self.strategy.state_dict(),
                                    "evaluator": self.evaluator.state_dict(), "stream_position": self.stream_position,
-                                   "loads_trained": self.loads_trained, "examples_seen": self.examples_seen, "rng": rng_states()}
+                                   "examples_seen": self.examples_seen, "rng": rng_states()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         state = checkpoint.get("continual")
@@ -265,45 +258,8 @@ class ContinualLearner(L.LightningModule):
         self.strategy.load_state_dict(state["strategy"])
         self.evaluator.load_state_dict(state["evaluator"])
         self.stream_position = int(state["stream_position"])
-        self.loads_trained = self._resume_skip = int(state["loads_trained"])
         self.examples_seen = int(state["examples_seen"])
         self._rng_to_restore = state["rng"]
-
-
-class ResumableBatches(Sampler[list[int]]):
-    """A stream's batch sampler whose next iteration skips the ``learner._resume_skip`` loads already trained
-    (read when iteration starts: after the checkpoint was loaded). Its length stays the whole stream's, which is
-    what Lightning's restored batch counter counts against."""
-
-    def __init__(self, batches: Sampler[list[int]], learner: ContinualLearner):
-        self.batches, self.learner = batches, learner
-
-    def __iter__(self):
-        skip, self.learner._resume_skip = self.learner._resume_skip, 0
-        for i, batch in enumerate(self.batches):
-            if i >= skip:
-                yield batch
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-
-def make_resumable(datamodule: L.LightningDataModule, learner: ContinualLearner) -> None:
-    """Wrap the stream's ``train_dataloader`` (once) so its loader's batch sampler is a ``ResumableBatches``."""
-    make_loader = datamodule.train_dataloader
-    if getattr(make_loader, "resumable", False):
-        make_loader.learner = learner
-        return
-
-    def train_dataloader() -> DataLoader:
-        loader = make_loader()
-        if loader.batch_sampler is None:
-            raise ValueError("a task stream's train loader must use a batch sampler")
-        return DataLoader(loader.dataset, batch_sampler=ResumableBatches(loader.batch_sampler, train_dataloader.learner),
-                          collate_fn=loader.collate_fn, num_workers=loader.num_workers, pin_memory=loader.pin_memory)
-
-    train_dataloader.resumable, train_dataloader.learner = True, learner
-    datamodule.train_dataloader = train_dataloader
 
 
 def rng_states() -> dict[str, Any]:
