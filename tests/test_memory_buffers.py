@@ -608,3 +608,34 @@ def test_per_slot_attributes_are_paid_for_kept_with_their_items_and_saved():
         buffer.add(torch.rand(2, 1, 2, 2), torch.zeros(2, dtype=torch.long), 0, {"logits": torch.zeros(2, 4)})
     with pytest.raises(ValueError, match="another shape"):
         plain.load_state_dict(buffer.state_dict())
+
+
+@pytest.mark.parametrize("kind", ["codes", "images"])
+def test_add_encoded_writes_what_add_writes_and_encodes_only_the_rows_written(kind):
+    g = torch.Generator().manual_seed(5)
+    make = (lambda: RecollectionBuffer(6, 2, capacity=20, num_classes=10, seed=4)) if kind == "codes" else (
+        lambda: LosslessBuffer((1, 2, 2), capacity=20, num_classes=10, seed=4))
+    encode_rows = (lambda x: (x.flatten(1).repeat(1, 2)[:, :6] > 0.5).long()) if kind == "codes" else (lambda x: x)
+    eager, lazy, encoded = make(), make(), []
+
+    def counting(x):
+        encoded.append(len(x))
+        return encode_rows(x)
+
+    for _ in range(30):  # 300 items through 20 slots: late batches mostly write nothing
+        x, y = torch.rand(10, 1, 2, 2, generator=g), torch.randint(10, (10,), generator=g)
+        written, lazily = eager.add(encode_rows(x), y, 0), lazy.add_encoded(x, counting, y, 0)
+        assert torch.equal(written.sources, lazily.sources) and torch.equal(written.slots, lazily.slots)
+    assert torch.equal(eager.stored[0], lazy.stored[0]) and torch.equal(eager.stored[1], lazy.stored[1])
+    assert eager._insert_rng.get_state().equal(lazy._insert_rng.get_state())
+    assert sum(encoded) < 300 / 2 and encoded[:2] == [10, 10]  # every row while filling, then only the rows written
+
+
+def test_a_failing_encoder_leaves_the_buffer_and_its_draws_unchanged():
+    buffer = LosslessBuffer((1, 2, 2), capacity=5, num_classes=10, seed=4)
+    buffer.add(torch.zeros(5, 1, 2, 2, dtype=torch.uint8), torch.zeros(5, dtype=torch.long), 0)
+    state = buffer.state_dict()
+    with pytest.raises(ValueError, match="one item per image"):
+        buffer.add_encoded(torch.rand(40, 1, 2, 2), lambda x: x[:1], torch.zeros(40, dtype=torch.long), 0)
+    after = buffer.state_dict()
+    assert after["num_seen"] == state["num_seen"] and after["insert_rng"].equal(state["insert_rng"])

@@ -411,6 +411,34 @@ def test_anchoring_keeps_stored_codes_decoding_as_at_the_task_boundary():
     assert drift[1.0] < 0.25 * drift[0.0], drift
 
 
+def test_recollections_made_without_host_reads_equal_the_masked_ones():
+    """The accelerator path (decode with both, pick per item) gives the recollections, anchor and gradients of the
+    host path (split the codes by task), with old and new codes mixed and with none old."""
+    torch.manual_seed(0)
+    memory = EpisodicMemory("recollection", lossless_equivalent=4, generator=tiny_vae(), anchor_weight=1.0)
+    memory.build(SHAPE, 4, 3)
+    memory.end_task(0)
+    with torch.no_grad():
+        for p in memory.generator.parameters():
+            p.add_(0.1 * torch.randn_like(p))  # the generator drifts from its snapshot
+    codes = torch.randint(2, (7, 8))
+    for tasks in (torch.tensor([0, 1, 0, 2, 1, 0, 2]), torch.tensor([1, 2, 1, 1, 2, 2, 1])):
+        outcomes = []
+        for sync_free in (False, True):
+            memory.generator.zero_grad()
+            images, anchor = memory.online.recollections(codes, tasks, torch.float32, sync_free=sync_free)
+            if anchor is not None:
+                anchor.backward()
+            grads = [None if p.grad is None else p.grad.clone() for p in memory.generator.parameters()]
+            outcomes.append((images, 0.0 if anchor is None else float(anchor), grads))
+        (masked, masked_anchor, masked_grads), (picked, picked_anchor, picked_grads) = outcomes
+        assert torch.allclose(masked, picked, atol=1e-6)
+        assert picked_anchor == pytest.approx(masked_anchor, rel=1e-5, abs=1e-7)
+        assert (masked_anchor > 0) == bool((tasks == 0).any())
+        for a, b in zip(masked_grads, picked_grads):
+            assert (a is None and (b is None or not b.any())) or torch.allclose(a, b, atol=1e-6)
+
+
 def test_the_generators_online_loss_uses_its_reconstruction_loss():
     """generator_loss with an empty memory is the DiscreteVAE's loss on x: same value under the same Gumbel noise."""
     x = torch.rand(6, *SHAPE)

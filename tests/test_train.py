@@ -6,7 +6,10 @@ import subprocess
 import sys
 
 import pytest
+import torch
 import yaml
+
+from conftest import compose_config
 
 
 def run_module(module, args, cwd, data_dir, timeout=600):
@@ -48,3 +51,19 @@ def test_evaluate_rejects_a_missing_checkpoint(tmp_path, real_data_dir):
     result = subprocess.run([sys.executable, "-m", "lossy_memory.evaluate", f"ckpt_path={tmp_path / 'nope.ckpt'}", f"hydra.run.dir={tmp_path / 'e'}"],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0 and "does not exist" in result.stderr
+
+
+@pytest.mark.parametrize("overrides, expected", [([], None), (["trainer=gpu"], 1), (["cpu_threads=3"], 3), (["trainer=gpu", "cpu_threads=2"], 2)])
+def test_cpu_threads_default_to_one_on_a_gpu_run(overrides, expected, tmp_path, one_thread):
+    from lossy_memory.train import set_cpu_threads
+
+    torch.set_num_threads(4)
+    set_cpu_threads(compose_config(overrides, tmp_path / "run"))
+    assert torch.get_num_threads() == (4 if expected is None else expected)
+
+
+def test_bad_cpu_threads_are_refused(tmp_path):
+    from lossy_memory.train import set_cpu_threads
+
+    with pytest.raises(ValueError, match="cpu_threads must be an integer >= 1"):
+        set_cpu_threads(compose_config(["cpu_threads=0"], tmp_path / "run"))

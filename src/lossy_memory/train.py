@@ -11,6 +11,7 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
@@ -35,8 +36,22 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     return datamodule, model, trainer
 
 
+def set_cpu_threads(cfg: DictConfig) -> None:
+    """torch's CPU threads: ``cpu_threads`` when set; on a GPU run, 1 (the host only feeds the device, and several runs
+    side by side would otherwise each take every core); otherwise torch's default."""
+    threads = cfg.get("cpu_threads")
+    if threads is None and str(cfg.trainer.get("accelerator", "cpu")) in ("gpu", "cuda"):
+        threads = 1
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"cpu_threads must be an integer >= 1 or null, got {threads!r}")
+    torch.set_num_threads(threads)
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and test) the configured run; returns every metric logged, as floats."""
+    set_cpu_threads(cfg)
     if cfg.get("seed") is not None:
         L.seed_everything(cfg.seed, workers=True)
     try:

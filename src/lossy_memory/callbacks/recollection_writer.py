@@ -110,7 +110,8 @@ class RecollectionWriter(L.Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.memory is None:
             return
-        self.memory.to(pl_module.device)  # the generator; the stores stay where memory.device puts them
+        self.memory.to(pl_module.device)  # the generator
+        self.memory.place(pl_module.device)  # the stores, unless memory.device pins them
         if self.trains_generator and self.generator_optimizer is None:
             self.generator_optimizer = self.memory.online.make_optimizer()
             if self._optimizer_state is not None:

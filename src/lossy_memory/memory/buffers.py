@@ -46,6 +46,7 @@ from lossy_memory.memory.packing import (
     bits_per_variable,
     bytes_per_item,
     check_codes,
+    require_in_range,
 )
 
 Decoder = Callable[[torch.Tensor], torch.Tensor]
@@ -74,6 +75,11 @@ class Writes(NamedTuple):
 
     sources: torch.Tensor
     slots: torch.Tensor
+
+
+def _on(index: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host-made index tensor on ``device``, without waiting for the device (a copy from the host is queued)."""
+    return index.to(device, non_blocking=True)
 
 
 def quantize_images(images: torch.Tensor) -> torch.Tensor:
@@ -257,6 +263,21 @@ class ReservoirBuffer(ExperienceBuffer):
         labels, tasks, attributes = self._validate(items, labels, tasks, attributes)
         return self._insert(items, labels, tasks, attributes)
 
+    def add_encoded(self, x: torch.Tensor, encode: Callable[[torch.Tensor], Any], labels: torch.Tensor, tasks: torch.Tensor | int,
+                    attributes: Mapping[str, torch.Tensor] | None = None) -> Writes:
+        """``add(encode(x), ...)`` that encodes only the rows the reservoir writes: the same writes and random draws,
+        but the late batches of a long stream, most of which write nothing, cost no encoding at all."""
+        n = x.shape[0]
+        labels, tasks, attributes = self._validate_ids(n, labels, tasks, attributes)
+
+        def encoded(rows: torch.Tensor | None) -> Any:
+            items = encode(x if rows is None else x[_on(rows, x.device)])
+            if self._check_items(items) != (n if rows is None else len(rows)):
+                raise ValueError(f"encode must return one item per image, got {_describe(items)}")
+            return items
+
+        return self._store(encoded, labels, tasks, attributes)
+
     def sample(self, n: int) -> BufferSample:
         n = _check_count(n, "number of items to sample")
         if len(self) == 0:
@@ -279,7 +300,10 @@ class ReservoirBuffer(ExperienceBuffer):
     # -- mechanics ------------------------------------------------------------------------------------
     def _validate(self, items: Any, labels: torch.Tensor, tasks: torch.Tensor | int,
                   attributes: Mapping[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        n = self._check_items(items)
+        return self._validate_ids(self._check_items(items), labels, tasks, attributes)
+
+    def _validate_ids(self, n: int, labels: torch.Tensor, tasks: torch.Tensor | int,
+                      attributes: Mapping[str, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         labels = self._check_ids(labels, n, self.num_classes, "labels", "num_classes")
         if isinstance(tasks, int) and not isinstance(tasks, bool):  # one task for the batch: check the number itself
             if not 0 <= tasks < self.num_tasks:
@@ -306,15 +330,21 @@ class ReservoirBuffer(ExperienceBuffer):
             raise ValueError(f"{what} must be an integer tensor, got {getattr(ids, 'dtype', type(ids).__name__)}")
         if ids.shape != (n,):
             raise ValueError(f"{what} must have shape [{n}] (one per item), got {tuple(ids.shape)}")
-        if n and (ids.min() < 0 or ids.max() >= limit):
-            raise ValueError(f"{what} must lie in [0, {limit}) ({setting}={limit}), got values in [{int(ids.min())}, {int(ids.max())}]")
+        require_in_range(ids, limit, lambda low, high: f"{what} must lie in [0, {limit}) ({setting}={limit}), got values in [{low}, {high}]")
         return ids
 
     def _insert(self, items: Any, labels: torch.Tensor, tasks: torch.Tensor, attributes: Mapping[str, torch.Tensor]) -> Writes:
+        return self._store(lambda rows: items if rows is None else items[_on(rows, items.device)], labels, tasks, attributes)
+
+    def _store(self, take: Callable[[torch.Tensor | None], Any], labels: torch.Tensor, tasks: torch.Tensor,
+               attributes: Mapping[str, torch.Tensor]) -> Writes:
+        """Write validated labels, tasks and attributes with the items ``take(rows)`` gives for the batch rows the
+        reservoir writes (``rows`` None: every row). If ``take`` fails nothing has changed, the random draws included."""
         n = labels.shape[0]
         if n == 0:
             return Writes(torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64))
         if self._num_seen + n <= self._capacity:  # still filling: the batch lands, in order, on the next n slots
+            items = take(None)
             sources, slots = torch.arange(n), torch.arange(self._num_seen, self._num_seen + n)
             at = slice(self._num_seen, self._num_seen + n)
             self._write_range(self._num_seen, items)
@@ -322,13 +352,22 @@ class ReservoirBuffer(ExperienceBuffer):
             for name, value in attributes.items():
                 self._attributes[name][at] = value.detach()
         else:
+            draws = self._insert_rng.get_state()
             sources, slots = self._reservoir_writes(n)
-            at = slots.to(self.device)
-            self._write_slots(slots, items[sources.to(items.device)])
-            self._labels[at] = labels[sources.to(labels.device)].to(self.device, self.label_dtype)
-            self._tasks[at] = tasks[sources.to(tasks.device)].to(self.device, self.task_dtype)
+            if len(slots) == 0:  # the reservoir passes the whole batch over
+                self._num_seen += n
+                return Writes(sources, slots)
+            try:
+                items = take(sources)
+            except Exception:
+                self._insert_rng.set_state(draws)
+                raise
+            at = _on(slots, self.device)
+            self._write_slots(slots, items)
+            self._labels[at] = labels[_on(sources, labels.device)].to(self.device, self.label_dtype)
+            self._tasks[at] = tasks[_on(sources, tasks.device)].to(self.device, self.task_dtype)
             for name, value in attributes.items():
-                self._attributes[name][at] = value.detach()[sources.to(value.device)].to(self.device, self._attributes[name].dtype)
+                self._attributes[name][at] = value.detach()[_on(sources, value.device)].to(self.device, self._attributes[name].dtype)
         self._num_seen += n
         return Writes(sources, slots)
 
@@ -363,7 +402,7 @@ class ReservoirBuffer(ExperienceBuffer):
         return kept[order][last], slots[last]
 
     def _gather(self, slots: torch.Tensor) -> BufferSample:
-        at = slots.to(self.device)
+        at = _on(slots, self.device)
         return BufferSample(self._read(slots), self._labels[at].long(), self._tasks[at].long(), at,
                             {k: v[at] for k, v in self._attributes.items()})
 
@@ -491,7 +530,7 @@ class RecollectionBuffer(ReservoirBuffer):
             return
         blocks, block_of = torch.unique_consecutive(slots // k, return_inverse=True)  # slots ascending: blocks too
         held = self._unpack_blocks(self._read_blocks(blocks)).view(len(blocks), k, self.c)
-        held[block_of.to(self.device), (slots % k).to(self.device)] = codes.to(held.dtype)
+        held[_on(block_of, self.device), _on(slots % k, self.device)] = codes.to(held.dtype)
         self._write_blocks(blocks, _pack(held.view(len(blocks), k * self.c), b))
 
     def _read(self, slots: torch.Tensor) -> torch.Tensor:
@@ -500,7 +539,7 @@ class RecollectionBuffer(ReservoirBuffer):
         if k == 1:
             return _unpack(self._read_blocks(slots), self.c, self.bits_per_variable)
         held = self._unpack_blocks(self._read_blocks(slots // k)).view(len(slots), k, self.c)
-        return held[torch.arange(len(slots), device=self.device), (slots % k).to(self.device)]
+        return held[torch.arange(len(slots), device=self.device), _on(slots % k, self.device)]
 
     def _unpack_blocks(self, blocks: torch.Tensor) -> torch.Tensor:
         """uint8 [m, block_bytes] -> codes [m * block_items, c] (a fresh tensor)."""
@@ -511,13 +550,13 @@ class RecollectionBuffer(ReservoirBuffer):
         ends inside reads as zeros past the end (its missing items are empty slots)."""
         table, whole = self._block_table()
         if len(blocks) == 0 or int(blocks.max()) < whole:
-            return table[blocks.to(self.device)]
+            return table[_on(blocks, self.device)]
         out = torch.zeros(len(blocks), self.block_bytes, dtype=torch.uint8, device=self.device)
         cut = blocks == whole
         inside = torch.nonzero(~cut).squeeze(1)
-        out[inside.to(self.device)] = table[blocks[inside].to(self.device)]
+        out[_on(inside, self.device)] = table[_on(blocks[inside], self.device)]
         tail = self._payload[whole * self.block_bytes :]
-        out[torch.nonzero(cut).squeeze(1).to(self.device), : tail.shape[0]] = tail
+        out[_on(torch.nonzero(cut).squeeze(1), self.device), : tail.shape[0]] = tail
         return out
 
     def _write_blocks(self, blocks: torch.Tensor, data: torch.Tensor) -> None:
@@ -525,11 +564,11 @@ class RecollectionBuffer(ReservoirBuffer):
         only its bytes up to the end of the stream."""
         table, whole = self._block_table()
         if len(blocks) == 0 or int(blocks.max()) < whole:
-            table[blocks.to(self.device)] = data
+            table[_on(blocks, self.device)] = data
             return
         cut = blocks == whole
         inside = torch.nonzero(~cut).squeeze(1)
-        table[blocks[inside].to(self.device)] = data[inside.to(self.device)]
+        table[_on(blocks[inside], self.device)] = data[_on(inside, self.device)]
         tail = self._payload[whole * self.block_bytes :]
         tail.copy_(data[int(torch.nonzero(cut)[0, 0]), : tail.shape[0]])
 
@@ -645,10 +684,10 @@ class LosslessBuffer(ReservoirBuffer):
         self._payload[start : start + images.shape[0]] = self._to_rows(images).to(self.device)
 
     def _write_slots(self, slots: torch.Tensor, images: torch.Tensor) -> None:
-        self._payload[slots.to(self.device)] = self._to_rows(images).to(self.device)
+        self._payload[_on(slots, self.device)] = self._to_rows(images).to(self.device)
 
     def _read(self, slots: torch.Tensor) -> torch.Tensor:
-        return self._payload[slots.to(self.device)]
+        return self._payload[_on(slots, self.device)]
 
     def _load_payload(self, payload: Any, n: int) -> torch.Tensor:
         shape = (n, *self.image_shape)
@@ -703,6 +742,10 @@ class MixedBuffer(ExperienceBuffer):
         return self.lossy.capacity + self.lossless.capacity
 
     @property
+    def device(self) -> torch.device:
+        return self.lossy.device
+
+    @property
     def num_seen(self) -> int:
         return self.lossy.num_seen
 
@@ -722,6 +765,11 @@ class MixedBuffer(ExperienceBuffer):
                    self.lossless._validate(images, labels, tasks, attributes)]  # both before either changes
         lossy, lossless = self.lossy._insert(codes, *checked[0]), self.lossless._insert(images, *checked[1])
         return Writes(torch.cat([lossy.sources, lossless.sources]), torch.cat([lossy.slots, lossless.slots + self.lossy.capacity]))
+
+    def add_encoded(self, x: torch.Tensor, encode: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], labels: torch.Tensor,
+                    tasks: torch.Tensor | int, attributes: Mapping[str, torch.Tensor] | None = None) -> Writes:
+        """``add(encode(x), ...)``: both parts' reservoirs see every row, so the whole batch is encoded."""
+        return self.add(encode(x), labels, tasks, attributes)
 
     def sample(self, n: int) -> BufferSample:
         n = _check_count(n, "number of items to sample")

@@ -81,7 +81,7 @@ class EpisodicMemory(nn.Module):
         reconstruct_incoming: bool = False,
         sampling: SamplingStrategy | None = None,
         seed: int = 0,
-        device: str = "cpu",
+        device: str | None = None,
         count_generator: bool = False,
         generator_init: str | None = None,
     ):
@@ -108,7 +108,8 @@ class EpisodicMemory(nn.Module):
         self.lossless_equivalent, self.requested_bits = lossless_equivalent, budget_bits
         self.reconstruct_incoming = bool(reconstruct_incoming)
         self.sampling = sampling or RandomSampling()
-        self.seed, self.storage_device = int(seed), device
+        self.seed, self.requested_device = int(seed), device
+        self.storage_device = torch.device("cpu" if device is None else device)
         self.stores: dict[int, ExperienceBuffer] = {}
         self.attributes: dict[str, tuple[tuple[int, ...], torch.dtype]] = {}
         self._rng = torch.Generator().manual_seed(self.seed)
@@ -228,7 +229,7 @@ class EpisodicMemory(nn.Module):
             self.stores[key] = self._new_buffer(self.store_budget(), seed=self.seed + 1 + key)
         pick = (lambda t: t) if rows is None else (lambda t: t[rows.to(t.device)])
         attributes = None if attributes is None else {k: pick(v).detach() for k, v in attributes.items()}
-        sources, slots = self.stores[key].add(self.codec.encode(pick(x)), pick(y).detach(), int(task), attributes)
+        sources, slots = self.stores[key].add_encoded(pick(x), self.codec.encode, pick(y).detach(), int(task), attributes)
         return Written(key, sources if rows is None else rows.cpu()[sources], slots)
 
     def set_store(self, key: int, x: torch.Tensor, y: torch.Tensor, task: int, capacity: int) -> None:
@@ -342,16 +343,26 @@ class EpisodicMemory(nn.Module):
     def set_extra_state(self, state: dict[str, Any]) -> None:
         if self.image_shape is None:
             raise ValueError("build the memory (learner setup) before loading its state")
-        stores = {}
-        for key, (capacity, buffer_state) in state["stores"].items():
-            current = self.stores.get(key)
-            store = current if current is not None and current.capacity == capacity else (
-                self._new_buffer(self.store_budget(), seed=self.seed + 1 + key) if self.kind == "mixed"
-                else self._new_buffer(capacity=capacity, seed=self.seed + 1 + key))
-            store.load_state_dict(buffer_state)
-            stores[key] = store
-        self.stores = stores
+        self.stores = {key: self._store_from_state(key, capacity, buffer_state) for key, (capacity, buffer_state) in state["stores"].items()}
         self._rng.set_state(state["rng"])
+
+    def _store_from_state(self, key: int, capacity: int, state: dict[str, Any]) -> ExperienceBuffer:
+        """Store ``key`` as a saved ``state`` says, on the storage device (the current store itself when it fits)."""
+        current = self.stores.get(key)
+        store = current if current is not None and current.capacity == capacity and current.device == self.storage_device else (
+            self._new_buffer(self.store_budget(), seed=self.seed + 1 + key) if self.kind == "mixed"
+            else self._new_buffer(capacity=capacity, seed=self.seed + 1 + key))
+        store.load_state_dict(state)
+        return store
+
+    def place(self, device: torch.device | str) -> None:
+        """Keep the stores on ``device`` (the learner's), contents and random states unchanged, unless ``memory.device``
+        pins them: on a GPU, draws and writes then never leave it."""
+        device = torch.device(device)
+        if self.requested_device is not None or device == self.storage_device:
+            return
+        self.storage_device = device
+        self.stores = {key: self._store_from_state(key, store.capacity, store.state_dict()) for key, store in self.stores.items()}
 
 
 def join(parts: list[torch.Tensor]) -> torch.Tensor:

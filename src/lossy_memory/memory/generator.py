@@ -79,23 +79,41 @@ class OnlineGenerator(nn.Module):
                     codes.append(drawn.data)
                     tasks.append(drawn.tasks)
             if codes:
-                codes, tasks = torch.cat(codes).to(x.device), torch.cat(tasks).to(x.device)
-                old = tasks <= self.snapshot_task if self.snapshot is not None else torch.zeros_like(tasks, dtype=torch.bool)
-                recollections = torch.empty(len(codes), *x.shape[1:], dtype=x.dtype, device=x.device)
-                for mask, source in ((old, self.snapshot), (~old, vae)):
-                    if mask.any():
-                        with evaluating(source):
-                            recollections[mask] = source.decode(codes[mask]).to(x.dtype)
+                recollections, anchor = self.recollections(torch.cat(codes).to(x.device), torch.cat(tasks).to(x.device), x.dtype,
+                                                           sync_free=x.device.type != "cpu")
                 rows.append(recollections)
-                if old.any():
-                    decoded = vae.decoder(vae.latent.embed(codes[old]))
-                    anchor = vae.reconstruction_error(decoded, recollections[old]).mean()
             if images:
                 rows.append(torch.cat(images).to(x.device).float() / 255)
         batch = torch.cat(rows)
         x_hat, kl = vae(batch)
         loss = vae.reconstruction_error(x_hat, batch).mean() + vae.kl_weight * kl.mean()
         return loss if anchor is None else loss + self.anchor_weight * anchor
+
+    def recollections(self, codes: torch.Tensor, tasks: torch.Tensor, dtype: torch.dtype,
+                      sync_free: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The images ``codes`` stand for (codes of tasks up to the snapshot's decoded by the snapshot, the others by the
+        generator itself) and the anchor term (None when no code is anchored). ``sync_free``: decode every code with
+        both and pick per item, instead of splitting the codes by a mask whose size the host must read: more work,
+        but an accelerator never waits (the same values)."""
+        vae = self.vae
+        if self.snapshot is None:
+            with evaluating(vae):
+                return vae.decode(codes).to(dtype), None
+        old = tasks <= self.snapshot_task
+        if sync_free:
+            with evaluating(self.snapshot), evaluating(vae):
+                recollections = torch.where(old.view(-1, *[1] * len(vae.image_shape)), self.snapshot.decode(codes), vae.decode(codes)).to(dtype)
+            errors = vae.reconstruction_error(vae.decoder(vae.latent.embed(codes)), recollections)
+            weight = old.to(errors.dtype)
+            return recollections, (errors * weight).sum() / weight.sum().clamp(min=1)
+        recollections = torch.empty(len(codes), *vae.image_shape, dtype=dtype, device=codes.device)
+        for mask, source in ((old, self.snapshot), (~old, vae)):
+            if mask.any():
+                with evaluating(source):
+                    recollections[mask] = source.decode(codes[mask]).to(dtype)
+        if not old.any():
+            return recollections, None
+        return recollections, vae.reconstruction_error(vae.decoder(vae.latent.embed(codes[old])), recollections[old]).mean()
 
     def update(self, x: torch.Tensor, draw: Draw | None, optimizer: torch.optim.Optimizer,
                backward: Callable[[torch.Tensor], None], steps: int = 1) -> torch.Tensor:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -79,10 +80,21 @@ def check_codes(codes: torch.Tensor, c: int | None, l: int) -> None:
     if codes.dim() != 2 or codes.shape[1] < 1 or codes.shape[1] != (c or codes.shape[1]):
         want = f"[N, {c}] (c={c} variables per item)" if c else "[N, c] with c >= 1"
         raise ValueError(f"codes must have shape {want}, got {tuple(codes.shape)}")
-    if codes.numel():
-        low, high = torch.aminmax(codes)
-        if low < 0 or high >= l:
-            raise ValueError(f"codes must lie in [0, {l}) for l={l}, got values in [{int(low)}, {int(high)}]")
+    require_in_range(codes, l, lambda low, high: f"codes must lie in [0, {l}) for l={l}, got values in [{low}, {high}]")
+
+
+def require_in_range(values: torch.Tensor, limit: int, message: Callable[[object, object], str]) -> None:
+    """ValueError(``message(low, high)``) unless every value lies in [0, limit). On an accelerator the check is queued on
+    the device instead (``torch._assert_async``: a failure stops the run with that message as a device-side
+    assertion), so that storing a batch never waits for the device."""
+    if not values.numel():
+        return
+    if values.device.type == "cpu":
+        low, high = torch.aminmax(values)
+        if low < 0 or high >= limit:
+            raise ValueError(message(int(low), int(high)))
+    else:
+        torch._assert_async(((values >= 0) & (values < limit)).all(), message("?", "?"))
 
 
 def pack_codes(codes: torch.Tensor, l: int) -> torch.Tensor:

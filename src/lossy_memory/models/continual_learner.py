@@ -84,6 +84,7 @@ class ContinualLearner(L.LightningModule):
         self.output_dir = None if output_dir is None else Path(output_dir)
         self.task_classes: list[tuple[int, ...]] = []
         self.current_task = -1
+        self._load_task = -1  # the task of the load in flight (read on the host)
         self.evaluator: ContinualEvaluator | None = None  # made at setup, once the stream is known
         self.results: dict[str, Any] = {}
         self._start_time: float | None = None
@@ -128,6 +129,8 @@ class ContinualLearner(L.LightningModule):
         # device neither applies, and a plain backward saves a tenth of a small network's step
         plain = type(self.trainer.precision_plugin) is Precision and isinstance(self.trainer.strategy, SingleDeviceStrategy)
         self.step.use_backward(torch.Tensor.backward if plain else self.manual_backward)
+        if self.memory is not None:
+            self.memory.place(self.device)
 
     def configure_optimizers(self):
         return self.step.optimizers(self.optimizer_factory)
@@ -141,15 +144,22 @@ class ContinualLearner(L.LightningModule):
             torch.cuda.reset_peak_memory_stats()
 
     # -- the stream -------------------------------------------------------------------------------------------------
+    def on_before_batch_transfer(self, load: dict[str, torch.Tensor], dataloader_idx: int) -> dict[str, torch.Tensor]:
+        """Read a training load's task while it is still on the host: on an accelerator, reading it in the step
+        would make the step wait for the device."""
+        if self.trainer.training:
+            tasks = load["task"]
+            self._load_task = int(tasks[0])
+            if (tasks != self._load_task).any():
+                raise ValueError("a batch holds examples of two tasks: the stream must not mix tasks within a batch")
+        return load
+
     def training_step(self, load: dict[str, torch.Tensor], load_idx: int) -> None:
         """One load of the stream: ``data.batches_per_step`` incoming batches of one task, trained one after another."""
         if self._rng_to_restore is not None:  # the first update after resuming draws the noise the uninterrupted run drew
             set_rng_states(self._rng_to_restore)
             self._rng_to_restore = None
-        tasks = load["task"]
-        task = int(tasks[0])
-        if (tasks != task).any():
-            raise ValueError("a batch holds examples of two tasks: the stream must not mix tasks within a batch")
+        task = self._load_task
         if task != self.current_task:
             if task < self.current_task:
                 raise ValueError(f"task {task} came after task {self.current_task}: a stream runs its tasks in order")
@@ -158,7 +168,7 @@ class ContinualLearner(L.LightningModule):
             self.current_task = task
             self.step.begin_task(task)
         size = self.trainer.datamodule.batch_size
-        for start in range(0, len(tasks), size):
+        for start in range(0, len(load["task"]), size):
             batch = {key: value[start : start + size] for key, value in load.items()}
             logs = self.step(batch)
             self.stream_position += 1
