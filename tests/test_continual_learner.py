@@ -40,6 +40,8 @@ def test_split_mnist_fills_the_accuracy_matrix_and_saves_it(real_data_dir, tmp_p
     assert rows[0] == "trained_through,task0,task1,task2" and len(rows) == 4
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     assert torch.equal(checkpoint["continual"]["evaluator"]["matrices"]["agnostic"]["values"], R)
+    # the optimizers are stepped directly (plain precision, one device) but every step still counts in global_step
+    assert checkpoint["global_step"] == checkpoint["continual"]["stream_position"] > 100
     assert "memory._extra_state" in checkpoint["state_dict"]
 
 

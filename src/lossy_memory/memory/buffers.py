@@ -77,6 +77,9 @@ class Writes(NamedTuple):
     slots: torch.Tensor
 
 
+_NONE = torch.zeros(0, dtype=torch.int64)  # no batch positions, no slots (never written to)
+
+
 def _on(index: torch.Tensor, device: torch.device) -> torch.Tensor:
     """A host-made index tensor on ``device``, without waiting for the device (a copy from the host is queued)."""
     return index.to(device, non_blocking=True)
@@ -308,7 +311,6 @@ class ReservoirBuffer(ExperienceBuffer):
         if isinstance(tasks, int) and not isinstance(tasks, bool):  # one task for the batch: check the number itself
             if not 0 <= tasks < self.num_tasks:
                 raise ValueError(f"tasks must lie in [0, {self.num_tasks}) (num_tasks={self.num_tasks}), got {tasks}")
-            tasks = torch.full((n,), tasks, dtype=torch.int64)
         else:
             tasks = self._check_ids(tasks, n, self.num_tasks, "tasks", "num_tasks")
         return labels, tasks, self._check_attributes(attributes, n)
@@ -333,10 +335,10 @@ class ReservoirBuffer(ExperienceBuffer):
         require_in_range(ids, limit, lambda low, high: f"{what} must lie in [0, {limit}) ({setting}={limit}), got values in [{low}, {high}]")
         return ids
 
-    def _insert(self, items: Any, labels: torch.Tensor, tasks: torch.Tensor, attributes: Mapping[str, torch.Tensor]) -> Writes:
+    def _insert(self, items: Any, labels: torch.Tensor, tasks: torch.Tensor | int, attributes: Mapping[str, torch.Tensor]) -> Writes:
         return self._store(lambda rows: items if rows is None else items[_on(rows, items.device)], labels, tasks, attributes)
 
-    def _store(self, take: Callable[[torch.Tensor | None], Any], labels: torch.Tensor, tasks: torch.Tensor,
+    def _store(self, take: Callable[[torch.Tensor | None], Any], labels: torch.Tensor, tasks: torch.Tensor | int,
                attributes: Mapping[str, torch.Tensor]) -> Writes:
         """Write validated labels, tasks and attributes with the items ``take(rows)`` gives for the batch rows the
         reservoir writes (``rows`` None: every row). If ``take`` fails nothing has changed, the random draws included."""
@@ -354,7 +356,7 @@ class ReservoirBuffer(ExperienceBuffer):
         else:
             draws = self._insert_rng.get_state()
             sources, slots = self._reservoir_writes(n)
-            if len(slots) == 0:  # the reservoir passes the whole batch over
+            if not len(slots):  # the reservoir passes the whole batch over
                 self._num_seen += n
                 return Writes(sources, slots)
             try:
@@ -365,7 +367,7 @@ class ReservoirBuffer(ExperienceBuffer):
             at = _on(slots, self.device)
             self._write_slots(slots, items)
             self._labels[at] = labels[_on(sources, labels.device)].to(self.device, self.label_dtype)
-            self._tasks[at] = tasks[_on(sources, tasks.device)].to(self.device, self.task_dtype)
+            self._tasks[at] = tasks if isinstance(tasks, int) else tasks[_on(sources, tasks.device)].to(self.device, self.task_dtype)
             for name, value in attributes.items():
                 self._attributes[name][at] = value.detach()[_on(sources, value.device)].to(self.device, self._attributes[name].dtype)
         self._num_seen += n
@@ -386,6 +388,8 @@ class ReservoirBuffer(ExperienceBuffer):
                 slot = i if i < self._capacity else min(int(draws[k - (n - late)] * (i + 1)), i)
                 if slot < self._capacity:
                     writer[slot] = k  # the last writer of a slot wins
+            if not writer:
+                return _NONE, _NONE
             slots = sorted(writer)
             return torch.tensor([writer[s] for s in slots], dtype=torch.int64), torch.tensor(slots, dtype=torch.int64)
         position = torch.arange(self._num_seen, self._num_seen + n, dtype=torch.int64)
@@ -703,7 +707,7 @@ class LosslessBuffer(ReservoirBuffer):
 
     def decode(self, decoder_fn: Decoder | None, data: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
         self._check_images(data, allow_float=False)
-        return data.float() / 255
+        return data.float().div_(255)
 
 
 class MixedBuffer(ExperienceBuffer):

@@ -60,6 +60,9 @@ class LosslessCodec(Codec):
         """8-bit images of x clamped to [0, 1] (what the buffer keeps)."""
         return quantize_images(x.detach().clamp(0, 1))
 
+    def decode(self, buffer: ExperienceBuffer, data: Any, device: torch.device) -> torch.Tensor:
+        return buffer.decode(None, data).to(device)  # no generator, no gradients to switch off
+
     def new_buffer(self, image_shape, budget_bits, capacity, **common) -> ExperienceBuffer:
         return LosslessBuffer(image_shape, capacity=capacity, budget_bits=budget_bits, **common)
 

@@ -90,9 +90,9 @@ def require_in_range(values: torch.Tensor, limit: int, message: Callable[[object
     if not values.numel():
         return
     if values.device.type == "cpu":
-        low, high = torch.aminmax(values)
+        low, high = (int(v) for v in torch.aminmax(values))
         if low < 0 or high >= limit:
-            raise ValueError(message(int(low), int(high)))
+            raise ValueError(message(low, high))
     else:
         torch._assert_async(((values >= 0) & (values < limit)).all(), message("?", "?"))
 

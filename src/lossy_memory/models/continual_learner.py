@@ -85,6 +85,7 @@ class ContinualLearner(L.LightningModule):
         self.task_classes: list[tuple[int, ...]] = []
         self.current_task = -1
         self._load_task = -1  # the task of the load in flight (read on the host)
+        self._plain = False  # plain 32-bit precision on one device (set at fit start)
         self.evaluator: ContinualEvaluator | None = None  # made at setup, once the stream is known
         self.results: dict[str, Any] = {}
         self._start_time: float | None = None
@@ -125,10 +126,10 @@ class ContinualLearner(L.LightningModule):
                                             getattr(datamodule, "retention_interval", None))
 
     def on_fit_start(self) -> None:
-        # Lightning's manual_backward adds precision scaling and DDP's preparation; with plain 32-bit precision on one
-        # device neither applies, and a plain backward saves a tenth of a small network's step
-        plain = type(self.trainer.precision_plugin) is Precision and isinstance(self.trainer.strategy, SingleDeviceStrategy)
-        self.step.use_backward(torch.Tensor.backward if plain else self.manual_backward)
+        # Lightning's manual_backward and optimizer wrapper add precision scaling, DDP's preparation and hooks; with plain
+        # 32-bit precision on one device none applies, and plain calls save a tenth of a small network's step
+        self._plain = type(self.trainer.precision_plugin) is Precision and isinstance(self.trainer.strategy, SingleDeviceStrategy)
+        self.step.use_backward(torch.Tensor.backward if self._plain else self.manual_backward)
         if self.memory is not None:
             self.memory.place(self.device)
 
@@ -137,7 +138,8 @@ class ContinualLearner(L.LightningModule):
 
     def on_train_start(self) -> None:
         optimizers = self.optimizers()
-        self.step.use_optimizers(optimizers if isinstance(optimizers, list) else [optimizers])
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        self.step.use_optimizers([CountedOptimizer(o) for o in optimizers] if self._plain else optimizers)
         self.log_now(self.evaluator.start(self.predict_for_evaluation, self.reconstruct_for_evaluation))
         self._start_time = time.perf_counter()
         if torch.cuda.is_available():
@@ -270,6 +272,26 @@ class ContinualLearner(L.LightningModule):
         self.stream_position = int(state["stream_position"])
         self.examples_seen = int(state["examples_seen"])
         self._rng_to_restore = state["rng"]
+
+
+class CountedOptimizer:
+    """The torch optimizer inside a ``LightningOptimizer``, stepped directly, each step still counted in
+    ``trainer.global_step`` (what checkpoints every ``every_n_train_steps`` count) as Lightning's manual loop counts
+    it. For plain 32-bit precision on one device, where Lightning's wrapper adds nothing but hooks and a closure."""
+
+    def __init__(self, wrapped: Any):
+        self.wrapped, self.optimizer = wrapped, wrapped.optimizer
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        self.wrapped._on_before_step()
+        self.optimizer.step()
+        self.wrapped._on_after_step()
+
+    def __getattr__(self, name: str) -> Any:  # param_groups, state, ...
+        return getattr(self.optimizer, name)
 
 
 def rng_states() -> dict[str, Any]:
