@@ -17,6 +17,10 @@ timed steps. The generator's share is measured as 1 - (the same loop with the ge
 from earlier issues: recollection replay (N=1) <= 2x lossless replay per incoming example; cost at 100% / 10%
 buffer fill <= 1.2x. A shorter table times the ``cifar100_lifelong`` settings (reduced ResNet-18, c=620).
 
+**A busy GPU** (only when one is visible): the whole split-MNIST stream, lossless and recollection replay, as incoming
+batches/s of one process alone and of 8 processes side by side (1 CPU thread each). Bars: alone >= 1,000 / 400
+steps/s; side by side, each at least half that.
+
 Everything runs on the GPU when one is visible, else on the CPU.
 """
 
@@ -367,6 +371,47 @@ def per_step() -> None:
           f"{'OK' if growth <= FILL_BAR else 'ABOVE BAR'}")
 
 
+# -- a busy GPU: one process, then several side by side ----------------------------------------------------------------
+GPU_STEPS_BAR = {"lossless": 1000.0, "recollection": 400.0}  # incoming batches/s of one process; side by side: half each
+RUNS = {"lossless": ["memory=lossless"], "recollection": ["memory=recollection"]}
+
+
+def one_run(kind: str) -> None:
+    """A subprocess's work: the whole split-MNIST stream through ``lossy_memory.train``; prints incoming batches/s."""
+    rate, _ = framework_rate(RUNS[kind])
+    print(f"STEPS_PER_S {rate / BATCH:.1f}", flush=True)
+
+
+def launch(kind: str, processes: int) -> list[float]:
+    """Incoming batches/s of each of ``processes`` runs started together (1 CPU thread each, as ``cpu_threads`` sets)."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    jobs = [subprocess.Popen([sys.executable, "-m", "benchmarks.bench_continual", "--one", kind], env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=Path(__file__).resolve().parents[1])
+            for _ in range(processes)]
+    rates = []
+    for job in jobs:
+        out, _ = job.communicate()
+        lines = [line for line in out.splitlines() if line.startswith("STEPS_PER_S ")]
+        if job.returncode != 0 or not lines:
+            raise RuntimeError(f"a side-by-side {kind} run failed (exit {job.returncode}): {out[-500:]}")
+        rates.append(float(lines[-1].split()[1]))
+    return rates
+
+
+def side_by_side(processes: int = 8) -> None:
+    print(f"\nsplit MNIST, whole stream through lossy_memory.train on {DEVICE} (MLP 400x400, batch {BATCH}, 200 images' bits), "
+          f"incoming batches/s: one process alone, then {processes} side by side")
+    for kind in RUNS:
+        alone, together = launch(kind, 1)[0], launch(kind, processes)
+        bar = GPU_STEPS_BAR[kind]
+        print(f"{kind:<14} alone {alone:8.0f} (bar >= {bar:g}: {'OK' if alone >= bar else 'BELOW BAR'}); side by side "
+              f"min {min(together):.0f} / mean {statistics.mean(together):.0f} (bar >= {bar / 2:g} each: "
+              f"{'OK' if min(together) >= bar / 2 else 'BELOW BAR'})", flush=True)
+
+
 def main() -> None:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -374,9 +419,17 @@ def main() -> None:
         whole_stream()
         per_step()
         cifar100_ratio()
+        if DEVICE.type == "cuda":
+            side_by_side()
     finally:
         torch.set_num_threads(threads)
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if sys.argv[1:2] == ["--one"]:
+        torch.set_num_threads(1)
+        one_run(sys.argv[2])
+    else:
+        main()
