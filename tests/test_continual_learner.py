@@ -45,6 +45,22 @@ def test_split_mnist_fills_the_accuracy_matrix_and_saves_it(real_data_dir, tmp_p
     assert "memory._extra_state" in checkpoint["state_dict"]
 
 
+def test_a_stream_cut_short_says_so_and_reports_no_final_figure(real_data_dir, tmp_path, one_thread, capsys):
+    metrics, run_dir = run(["+experiment=mnist_split_lifelong", "data.batch_size=100", "+trainer.limit_train_batches=2",
+                            "model.eval_max_examples=100"], tmp_path, real_data_dir)
+    text = (run_dir / "continual.json").read_text()
+    record = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in continual.json: not JSON"))
+    assert record["metrics"]["finished"] is False and record["metrics"]["tasks_trained"] == 1
+    assert "final_average_accuracy" not in record["metrics"] and "cl/final_average_accuracy" not in metrics
+    assert record["metrics"]["seen_tasks_accuracy"] == pytest.approx(record["accuracy_matrix"][0][0])
+    assert record["metrics"]["forgetting"] is None  # undefined for one task: null, not NaN
+    assert record["setting"] == {"strategy": "ExperienceReplay", "memory": "lossless memory, 10 items in 62,880 bits"}
+    out = capsys.readouterr().out
+    assert "the stream did not finish: 1 of 5 tasks trained" in out and f"Results of {run_dir}" in out
+    stored = json.loads((run_dir / "run.json").read_text())["storage"]  # written as the run ends: what it stores then
+    assert stored["memory_items"] == record["metrics"]["storage_memory_items"] == 10
+
+
 @pytest.mark.slow  # about 15 s: the DiscreteVAE trains online
 def test_recollection_replay_keeps_more_items_in_the_same_bits(real_data_dir, tmp_path, one_thread):
     metrics, run_dir = run(["+experiment=mnist_split_lifelong", "memory=recollection", "data.num_tasks=2", "data.batch_size=500",

@@ -63,3 +63,11 @@ def test_report_pools_seeds_and_writes_csv(tmp_path, capsys):
     fake_run(tmp_path / "sweep" / "3", 0, "lossless", 10, 0.9)  # the same seed twice: not pooled silently
     with pytest.raises(ValueError, match="same seed twice"):
         gather([tmp_path / "sweep"])
+
+
+def test_results_files_are_valid_json_with_null_for_undefined_figures(tmp_path):
+    from lossy_memory.reports import write_json
+
+    write_json(tmp_path / "r.json", {"forgetting": float("nan"), "rows": [[1.0, float("inf")]], "n": 3})
+    text = (tmp_path / "r.json").read_text()
+    assert json.loads(text) == {"forgetting": None, "rows": [[1.0, None]], "n": 3} and "NaN" not in text

@@ -48,7 +48,7 @@ def run_record(path: Path) -> dict:
     return {"stream": cfg["data"]["_target_"].rsplit(".", 1)[-1], "strategy": strategy, "memory": kind, "budget": budget,
             "constraint": constraint, "seed": cfg.get("seed"), "tasks_trained": metrics["tasks_trained"],
             "num_tasks": metrics["num_tasks"], "memory_items": metrics.get("storage_memory_items", 0),
-            **{m: metrics.get(m, float("nan")) for m in METRICS}}
+            **{m: float("nan") if metrics.get(m) is None else metrics[m] for m in METRICS}}  # JSON null: undefined
 
 
 def mean_std(values: Sequence[float]) -> str:

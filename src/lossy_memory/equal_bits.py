@@ -18,7 +18,6 @@ writes ``equal_bits.json`` / ``equal_bits.csv`` to the run directory.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -30,11 +29,11 @@ from omegaconf import DictConfig
 from lossy_memory.checkpoints import load_trained_module, stored_buffer
 from lossy_memory.memory import RecollectionBuffer, load_synthetic_set
 from lossy_memory.memory.budget import lossless_bits
+from lossy_memory.memory.episodic import stored_items
 from lossy_memory.memory.synthetic import Normalizer, evaluate_synthetic_set, normalized_split, storage_bits
 from lossy_memory.models.discrete_vae import DiscreteVAE
-from lossy_memory.reports import markdown_table, write_csv
+from lossy_memory.reports import markdown_table, write_csv, write_json
 from lossy_memory.runtime import CONFIG_DIR, register_resolvers
-from lossy_memory.memory.episodic import stored_items
 
 register_resolvers()
 
@@ -100,7 +99,7 @@ def equal_bits(cfg: DictConfig) -> dict:
               "steps": cfg.steps, "rows": rows}
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "equal_bits.json").write_text(json.dumps(report, indent=2))
+    write_json(output_dir / "equal_bits.json", report)
     header = ["memory", "items", "bits", "test accuracy (%)"]
     table = [{**r, "test accuracy (%)": f"{100 * r['accuracy_mean']:.2f} ± {100 * r['accuracy_std']:.2f} ({r['networks']} nets)"}
              for r in rows]

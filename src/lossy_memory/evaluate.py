@@ -6,7 +6,6 @@ checkpoint, restores the weights and runs the test stage; metrics go to ``metric
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import hydra
@@ -15,6 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from lossy_memory.checkpoints import stored_run_config
+from lossy_memory.reports import write_json
 from lossy_memory.runtime import CONFIG_DIR, register_resolvers
 
 register_resolvers()
@@ -31,7 +31,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "metrics.json").write_text(json.dumps({"ckpt_path": str(cfg.ckpt_path), "metrics": metrics}, indent=2))
+    write_json(output_dir / "metrics.json", {"ckpt_path": str(cfg.ckpt_path), "metrics": metrics})
     return metrics
 
 

@@ -9,7 +9,6 @@ the same way. Prints and writes ``evaluation.json`` in the run directory.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import hydra
@@ -28,6 +27,7 @@ from lossy_memory.memory.synthetic import (
     normalized_split,
     train_on_synthetic,
 )
+from lossy_memory.reports import write_json
 from lossy_memory.runtime import CONFIG_DIR, register_resolvers
 
 register_resolvers()
@@ -89,7 +89,7 @@ def evaluate(cfg: DictConfig) -> dict:
               "classifier": cfg.classifier._target_, "images": len(synthetic.images), "augment": cfg.augment,
               "epochs": cfg.epochs, **result}
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "evaluation.json").write_text(json.dumps(report, indent=2))
+    write_json(output_dir / "evaluation.json", report)
     print(f"test accuracy {100 * result['mean']:.2f} +- {100 * result['std']:.2f} % over {result['count']} networks "
           f"({report['source']}, {report['classifier']})")
     return report

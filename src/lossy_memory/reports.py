@@ -18,6 +18,22 @@ class Point(NamedTuple):
     label: str = ""
 
 
+def jsonable(value: Any) -> Any:
+    """``value`` with every NaN or infinite float as None (JSON has no NaN: readers other than Python's reject it)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Valid JSON (no NaN: None instead), indented, the one way every results file of a run is written."""
+    path.write_text(json.dumps(jsonable(value), indent=2, allow_nan=False))
+
+
 def write_csv(path: Path, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> None:
     with path.open("w", newline="") as file:
         writer = csv.DictWriter(file, fieldnames=list(columns), extrasaction="ignore")
@@ -96,16 +112,22 @@ def write_continual_results(folder: Path, record: Mapping[str, Any], loggers: Se
     loggers that take tables (W&B: a table; TensorBoard: the CSV as text)."""
     folder.mkdir(parents=True, exist_ok=True)
     metrics = record["metrics"]
+    setting = record.get("setting") or {}
     for suffix, prefix, kind in (("", "", "task-agnostic"), ("_task_aware", "task_aware_", "task-aware")):
         values = [[math.nan if v is None else v for v in row] for row in record[f"accuracy_matrix{suffix}"]]
         write_matrix_csv(folder / f"accuracy_matrix{suffix}.csv", values)
-        final = metrics.get(f"{prefix}final_average_accuracy", math.nan)
-        plot_matrix(folder / f"accuracy_matrix{suffix}.png", values, f"R[i, j] ({kind}), final avg {final:.3f}")
+        if metrics.get("finished", True):
+            result = f"final avg {metrics.get(f'{prefix}final_average_accuracy', math.nan):.3f}"
+        else:
+            result = (f"UNFINISHED: {metrics['tasks_trained']} of {metrics['num_tasks']} tasks, "
+                      f"seen avg {metrics.get(f'{prefix}seen_tasks_accuracy', math.nan):.3f}")
+        title = f"{setting['strategy']}, {setting['memory']}\n" if setting else ""
+        plot_matrix(folder / f"accuracy_matrix{suffix}.png", values, f"{title}R[i, j] ({kind}), {result}")
     retention = record.get("retention")
     if retention is not None:
         points = ([(0, retention["initial"])] if retention["initial"] is not None else []) + list(zip(retention["examples"], retention["accuracy"]))
         (folder / "retention.csv").write_text("examples,accuracy\n" + "".join(f"{e},{v:.4f}\n" for e, v in points))
-    (folder / "continual.json").write_text(json.dumps(record, indent=2))
+    write_json(folder / "continual.json", record)
     matrix = record["accuracy_matrix"]
     for logger in loggers:
         if hasattr(logger, "log_table"):  # W&B
@@ -126,16 +148,16 @@ def plot_matrix(path: Path, values: Sequence[Sequence[float]], title: str) -> No
     from matplotlib.ticker import MaxNLocator
 
     T = len(values)
-    size = min(12.0, 2.0 + 0.45 * T)
+    size = min(12.0, max(6.0, 2.0 + 0.45 * T))
     figure = Figure(figsize=(size, size * 0.85), layout="constrained")
     axes = figure.subplots()
-    image = axes.imshow(values, vmin=0, vmax=1, cmap="viridis")
-    figure.colorbar(image, ax=axes, label="accuracy")
+    image = axes.imshow([[100 * v for v in row] for row in values], vmin=0, vmax=100, cmap="viridis")
+    figure.colorbar(image, ax=axes, label="accuracy (%)")
     for axis in (axes.xaxis, axes.yaxis):
         axis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("evaluated on task j")
     axes.set_ylabel("after training task i")
-    axes.set_title(title)
+    axes.set_title(title, fontsize=9)
     if T <= 20:
         for i, row in enumerate(values):
             for j, v in enumerate(row):

@@ -72,7 +72,23 @@ def train(cfg: DictConfig) -> dict[str, float]:
         exit_code = 0
     finally:
         finish_wandb_run(trainer, exit_code)
-    return {name: float(value) for name, value in metrics.items()}
+    metrics = {name: float(value) for name, value in metrics.items()}
+    if trainer.is_global_zero:
+        print(summary(metrics, cfg.paths.output_dir), flush=True)
+    return metrics
+
+
+def summary(metrics: dict[str, float], output_dir: str) -> str:
+    """The run's results as a user reads them at the end: its final figures (not per-step or per-task ones) and where
+    its files are; a continual stream cut short says so."""
+    lines = [f"Results of {output_dir}:"]
+    if metrics.get("cl/finished") == 0.0:
+        lines.append(f"  the stream did not finish: {metrics['cl/tasks_trained']:.0f} of {metrics['cl/num_tasks']:.0f} tasks trained, "
+                     "so there is no final figure")
+    shown = sorted(k for k in metrics if not k.startswith("train/") and "/after_task/" not in k and not k.endswith("_step"))
+    width = max((len(k) for k in shown), default=0)
+    lines += [f"  {k:<{width}}  {metrics[k]:.6g}" for k in shown]
+    return "\n".join(lines)
 
 
 def finish_wandb_run(trainer: L.Trainer, exit_code: int) -> None:

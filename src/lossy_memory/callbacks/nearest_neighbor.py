@@ -14,7 +14,6 @@ DDP each rank measures its share of the samples against its own buffer and the m
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -23,9 +22,10 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 
 from lossy_memory.callbacks.recollection_writer import find_writer
-from lossy_memory.memory.replay import evaluating
 from lossy_memory.memory import RecollectionBuffer
+from lossy_memory.memory.replay import evaluating
 from lossy_memory.metrics.nearest_neighbor import nearest_neighbor_distances
+from lossy_memory.reports import write_json
 
 
 class NearestNeighborDistance(L.Callback):
@@ -73,4 +73,4 @@ class NearestNeighborDistance(L.Callback):
     @rank_zero_only
     def save(self) -> None:
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        (self.output_dir / "nearest_neighbor.json").write_text(json.dumps(self.results, indent=2))
+        write_json(self.output_dir / "nearest_neighbor.json", self.results)

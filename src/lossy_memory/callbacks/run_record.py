@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 
+from lossy_memory.reports import write_json
 from lossy_memory.runtime import git_state
 
 
@@ -18,6 +18,7 @@ class RunRecord(L.Callback):
 
     def __init__(self, config: dict[str, Any], output_dir: str | Path):
         self.config, self.output_dir = config, Path(output_dir)
+        self.extra: dict[str, Any] = {}
 
     @rank_zero_only
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -27,17 +28,23 @@ class RunRecord(L.Callback):
     @rank_zero_only
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Again now that the train loader, and so the number of batches per rank, is set up.
-        self.write(trainer, pl_module, train_batches_per_rank=trainer.num_training_batches)
+        self.extra["train_batches_per_rank"] = trainer.num_training_batches
+        self.write(trainer, pl_module)
 
-    def write(self, trainer: L.Trainer, pl_module: L.LightningModule, **extra: Any) -> None:
+    @rank_zero_only
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Last: the storage report as the run ends (what it stores then, as its results files say).
+        self.write(trainer, pl_module)
+
+    def write(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         import yaml
 
         self.output_dir.mkdir(parents=True, exist_ok=True)
         (self.output_dir / "config.yaml").write_text(yaml.safe_dump(self.config, sort_keys=False))
-        record = {"git": git_state(), "world_size": trainer.world_size, **extra}
+        record = {"git": git_state(), "world_size": trainer.world_size, **self.extra}
         if hasattr(pl_module, "storage_report"):
             record["storage"] = pl_module.storage_report()
-        (self.output_dir / "run.json").write_text(json.dumps(record, indent=2))
+        write_json(self.output_dir / "run.json", record)
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         checkpoint["run_config"] = self.config

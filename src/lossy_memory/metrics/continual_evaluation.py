@@ -118,14 +118,18 @@ class ContinualEvaluator:
 
     # -- results ---------------------------------------------------------------------------------------------------
     def metrics(self) -> dict[str, Any]:
-        """The metrics of ``lossy_memory.metrics.continual`` over the tasks finished (all of them, unless the pass was cut
-        short), task-agnostic and (prefixed ``task_aware_``) task-aware; the last generator distortion; retention."""
-        done = self.tasks_done
-        results: dict[str, Any] = {"tasks_trained": done, "num_tasks": len(self.task_classes)}
+        """The metrics of ``lossy_memory.metrics.continual`` over the tasks finished, task-agnostic and (prefixed
+        ``task_aware_``) task-aware; the last generator distortion; retention. A stream cut short (``finished`` false)
+        has no final average accuracy: ``seen_tasks_accuracy`` is the mean over the tasks it trained instead."""
+        done, num_tasks = self.tasks_done, len(self.task_classes)
+        results: dict[str, Any] = {"tasks_trained": done, "num_tasks": num_tasks, "finished": done == num_tasks}
         for name, matrix in self.matrices.items():
             b = None if matrix.random_init is None else matrix.random_init[:done]
             prefix = "" if name == "agnostic" else "task_aware_"
-            results.update({f"{prefix}{k}": v for k, v in (summarize(matrix.values[:done, :done], b) if done else {}).items()})
+            summary = summarize(matrix.values[:done, :done], b) if done else {}
+            if done and done < num_tasks:
+                summary["seen_tasks_accuracy"] = summary.pop("final_average_accuracy")
+            results.update({f"{prefix}{k}": v for k, v in summary.items()})
         if self.generator_curve:
             results["generator_distortion"] = self.generator_curve[-1][1]
         if self.retention_task is not None:

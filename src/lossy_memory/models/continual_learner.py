@@ -251,7 +251,14 @@ class ContinualLearner(L.LightningModule):
         self.results = results
         self.log_dict({f"cl/{k}": float(v) for k, v in results.items() if not math.isnan(float(v))}, on_epoch=True, batch_size=1)
         if self.trainer.is_global_zero:
-            write_continual_results(self.output_dir or Path(self.trainer.default_root_dir), self.evaluator.record(results), self.loggers)
+            record = {**self.evaluator.record(results), "setting": self.setting()}
+            write_continual_results(self.output_dir or Path(self.trainer.default_root_dir), record, self.loggers)
+
+    def setting(self) -> dict[str, str]:
+        """What the run compares, in words (plot titles, summaries)."""
+        memory = "no memory" if self.memory is None else (
+            f"{self.memory.kind} memory, {len(self.memory):,} items in {self.memory.budget_bits:,.0f} bits")
+        return {"strategy": type(self.strategy).__name__, "memory": memory}
 
     # -- checkpoints ----------------------------------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

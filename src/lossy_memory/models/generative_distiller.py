@@ -26,7 +26,6 @@ episode count reaches each of ``eval_episodes`` (logged as ``test/accuracy@<epis
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -43,6 +42,7 @@ from lossy_memory.memory.sampling import CandidateScores
 from lossy_memory.models.discrete_vae import DiscreteVAE
 from lossy_memory.models.reasoner import Reasoner
 from lossy_memory.nets import Classifier
+from lossy_memory.reports import write_json
 
 SOURCES = ("recollections", "lossless", "real")
 TARGETS = ("teacher", "labels")
@@ -271,7 +271,7 @@ class GenerativeDistiller(L.LightningModule):
                   "generator_bits_per_item": None if self.generator is None else self.generator.latent.bits_per_item,
                   "accuracy_at": {str(k): v for k, v in self.curve.items()}, **self.storage_report()}
         Path(self.trainer.default_root_dir).mkdir(parents=True, exist_ok=True)
-        (Path(self.trainer.default_root_dir) / "distillation.json").write_text(json.dumps(record, indent=2))
+        write_json(Path(self.trainer.default_root_dir) / "distillation.json", record)
 
     # -- evaluation of the student ------------------------------------------------------------------------
     def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:

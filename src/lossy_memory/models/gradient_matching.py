@@ -31,7 +31,6 @@ file + PNG grid); the test stage runs the field's evaluation protocol (lossy_mem
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -50,6 +49,7 @@ from lossy_memory.memory.synthetic import (
     save_synthetic_set,
 )
 from lossy_memory.nets import Classifier
+from lossy_memory.reports import write_json
 
 # The reference's (outer_loop, inner_loop) for each images-per-class setting (main.py).
 LOOPS_BY_IPC = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}
@@ -360,7 +360,7 @@ class GradientMatchingCondenser(L.LightningModule):
             self.log(f"test/accuracy_std{suffix}", result["std"])
         if self.trainer.is_global_zero:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            (self.output_dir / "evaluation.json").write_text(json.dumps({**self.results, **self.eval_settings}, indent=2))
+            write_json(self.output_dir / "evaluation.json", {**self.results, **self.eval_settings})
 
 
 def condense(images: torch.Tensor, labels: torch.Tensor, net: Callable[..., Classifier], images_per_class: int,

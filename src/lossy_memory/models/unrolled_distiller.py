@@ -25,7 +25,6 @@ Images live in normalised space (MNIST mean 0.1307, std 0.3081); the reference's
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -38,6 +37,7 @@ from torch.func import functional_call
 
 from lossy_memory.memory.synthetic import Normalizer, SyntheticSet, default_stats, save_synthetic_set, summarize
 from lossy_memory.nets import Classifier
+from lossy_memory.reports import write_json
 
 INITS = ("fixed", "random")
 WEIGHT_INITS = ("xavier", "default")
@@ -236,4 +236,4 @@ class UnrolledDatasetDistiller(L.LightningModule):
         self.log("test/accuracy_std", self.results["std"])
         if self.trainer.is_global_zero:
             self.output_dir.mkdir(parents=True, exist_ok=True)
-            (self.output_dir / "evaluation.json").write_text(json.dumps(self.results, indent=2))
+            write_json(self.output_dir / "evaluation.json", self.results)
