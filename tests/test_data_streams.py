@@ -65,7 +65,8 @@ def test_one_pass_visits_tasks_in_order_and_each_example_once(mnist_root) -> Non
     assert len(seen) == 40 and len(torch.unique(seen, dim=0)) == 40
     assert not torch.equal(seen, stream.train_set.images.flatten(1))  # shuffled within tasks
     for b in batches:
-        assert set(b) == {"x", "y", "task"} and set(b["y"].tolist()) <= set(stream.task_classes[int(b["task"][0])])
+        assert set(b) == {"x", "y", "task", "task_id"} and set(b["y"].tolist()) <= set(stream.task_classes[b["task_id"]])
+        assert (b["task"] == b["task_id"]).all()
 
 
 def test_order_is_fixed_by_the_seed(mnist_root) -> None:
@@ -247,3 +248,12 @@ def test_the_stream_sampler_resumes_after_the_loads_it_handed_out():
     assert list(resumed) == whole  # and only that pass: the next one is the whole stream again
     with pytest.raises(ValueError, match="outside this stream"):
         resumed.load_state_dict({"loads": len(whole) + 1})
+
+
+def test_a_training_load_carries_its_task_as_a_number_and_never_mixes_tasks():
+    from lossy_memory.data.streams import _one_task_load
+
+    load = _one_task_load({"x": torch.zeros(3, 1, 2, 2), "y": torch.zeros(3, dtype=torch.long), "task": torch.full((3,), 2)})
+    assert load["task_id"] == 2 and isinstance(load["task_id"], int)
+    with pytest.raises(ValueError, match="two tasks"):
+        _one_task_load({"x": torch.zeros(2, 1, 2, 2), "y": torch.zeros(2, dtype=torch.long), "task": torch.tensor([0, 1])})

@@ -67,3 +67,17 @@ def test_bad_cpu_threads_are_refused(tmp_path):
 
     with pytest.raises(ValueError, match="cpu_threads must be an integer >= 1"):
         set_cpu_threads(compose_config(["cpu_threads=0"], tmp_path / "run"))
+
+
+def test_third_party_noise_is_silenced_and_real_warnings_are_not(tmp_path):
+    script = ("import warnings, lossy_memory.train\n"
+              "from lightning.pytorch.utilities import rank_zero_info\n"
+              "rank_zero_info('💡 Tip: install something')\n"
+              "rank_zero_info('a real message')\n"
+              "warnings.warn('`isinstance(treespec, LeafSpec)` is deprecated, use something else')\n"
+              "warnings.warn('Using ModelCheckpoint with manual optimization and every_n_train_steps, but no state')\n"
+              "warnings.warn('a real warning')\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Tip" not in result.stderr and "LeafSpec" not in result.stderr and "ModelCheckpoint" not in result.stderr
+    assert "a real message" in result.stderr and "a real warning" in result.stderr

@@ -33,9 +33,10 @@ from lossy_memory.memory.episodic import stored_items
 from lossy_memory.memory.synthetic import Normalizer, evaluate_synthetic_set, normalized_split, storage_bits
 from lossy_memory.models.discrete_vae import DiscreteVAE
 from lossy_memory.reports import markdown_table, write_csv, write_json
-from lossy_memory.runtime import CONFIG_DIR, register_resolvers
+from lossy_memory.runtime import CONFIG_DIR, quiet_known_noise, register_resolvers
 
 register_resolvers()
+quiet_known_noise()
 
 
 def affordable(budget_bits: int, item_bits: int, what: str) -> int:

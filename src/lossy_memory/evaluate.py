@@ -15,9 +15,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from lossy_memory.checkpoints import stored_run_config
 from lossy_memory.reports import write_json
-from lossy_memory.runtime import CONFIG_DIR, register_resolvers
+from lossy_memory.runtime import CONFIG_DIR, quiet_known_noise, register_resolvers
 
 register_resolvers()
+quiet_known_noise()
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:

@@ -28,9 +28,10 @@ from lossy_memory.memory.synthetic import (
     train_on_synthetic,
 )
 from lossy_memory.reports import write_json
-from lossy_memory.runtime import CONFIG_DIR, register_resolvers
+from lossy_memory.runtime import CONFIG_DIR, quiet_known_noise, register_resolvers
 
 register_resolvers()
+quiet_known_noise()
 
 
 def coreset_set(cfg: DictConfig, datamodule, normalizer: Normalizer) -> SyntheticSet:

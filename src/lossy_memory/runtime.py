@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import secrets
 import subprocess
+import warnings
 from datetime import datetime
 from pathlib import Path
 
@@ -13,6 +15,22 @@ from omegaconf import OmegaConf
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = PROJECT_ROOT / "conf"
+
+
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+@functools.cache
+def quiet_known_noise() -> None:
+    """Silence third-party messages that say nothing about the run, which users read as trouble: Lightning's
+    advertising tips, torch 2.14's deprecation of the ``LeafSpec`` check inside Lightning, and ModelCheckpoint's
+    advice for manual optimisation (a continual learner's checkpoint is meant to hold the state after a load's updates,
+    with the stream position that goes with it)."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization and every_n_train_steps")
 
 
 @functools.cache

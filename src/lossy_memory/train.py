@@ -17,9 +17,10 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from lossy_memory.callbacks import RunRecord
-from lossy_memory.runtime import CONFIG_DIR, register_resolvers
+from lossy_memory.runtime import CONFIG_DIR, quiet_known_noise, register_resolvers
 
 register_resolvers()
+quiet_known_noise()
 
 
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.Trainer]:

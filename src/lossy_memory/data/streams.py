@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Sampler
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
-from lossy_memory.data.batching import ImageTensorDataset, _already_batched, batch_loader, to_float_batch
+from lossy_memory.data.batching import ImageTensorDataset, batch_loader, to_float_batch
 from lossy_memory.data.cifar import CIFAR100DataModule
 from lossy_memory.data.image_datamodule import ImageDataModule
 from lossy_memory.data.mnist import MNISTDataModule
@@ -103,6 +103,16 @@ class StreamLoader(DataLoader):
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.batch_sampler.load_state_dict(state)
+
+
+def _one_task_load(load: dict[str, torch.Tensor]) -> dict:
+    """A training load with its task as a number, ``task_id``, read here on the host: a learner needs it before any
+    device work, and reading it from the load on an accelerator would wait for the device. A load never mixes tasks."""
+    tasks = load["task"]
+    task = int(tasks[0])
+    if (tasks != task).any():
+        raise ValueError("a batch holds examples of two tasks: the stream must not mix tasks within a batch")
+    return {**load, "task_id": task}
 
 
 def _task_bounds(dataset: ImageTensorDataset, num_tasks: int) -> list[tuple[int, int]]:
@@ -215,7 +225,7 @@ class TaskStreamDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         num_replicas, rank = self._replicas()
         sampler = TaskOrderBatchSampler(self._train_bounds, self.batch_size, self.seed, num_replicas, rank, self.batches_per_step)
-        return StreamLoader(self.train_set, batch_sampler=sampler, collate_fn=_already_batched)
+        return StreamLoader(self.train_set, batch_sampler=sampler, collate_fn=_one_task_load)
 
     def _eval_loader(self, dataset: ImageTensorDataset) -> DataLoader:
         num_replicas, rank = self._replicas()

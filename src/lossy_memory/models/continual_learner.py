@@ -84,7 +84,6 @@ class ContinualLearner(L.LightningModule):
         self.output_dir = None if output_dir is None else Path(output_dir)
         self.task_classes: list[tuple[int, ...]] = []
         self.current_task = -1
-        self._load_task = -1  # the task of the load in flight (read on the host)
         self._plain = False  # plain 32-bit precision on one device (set at fit start)
         self.evaluator: ContinualEvaluator | None = None  # made at setup, once the stream is known
         self.results: dict[str, Any] = {}
@@ -146,22 +145,12 @@ class ContinualLearner(L.LightningModule):
             torch.cuda.reset_peak_memory_stats()
 
     # -- the stream -------------------------------------------------------------------------------------------------
-    def on_before_batch_transfer(self, load: dict[str, torch.Tensor], dataloader_idx: int) -> dict[str, torch.Tensor]:
-        """Read a training load's task while it is still on the host: on an accelerator, reading it in the step
-        would make the step wait for the device."""
-        if self.trainer.training:
-            tasks = load["task"]
-            self._load_task = int(tasks[0])
-            if (tasks != self._load_task).any():
-                raise ValueError("a batch holds examples of two tasks: the stream must not mix tasks within a batch")
-        return load
-
     def training_step(self, load: dict[str, torch.Tensor], load_idx: int) -> None:
         """One load of the stream: ``data.batches_per_step`` incoming batches of one task, trained one after another."""
         if self._rng_to_restore is not None:  # the first update after resuming draws the noise the uninterrupted run drew
             set_rng_states(self._rng_to_restore)
             self._rng_to_restore = None
-        task = self._load_task
+        task = load["task_id"]  # read on the host by the stream's loader
         if task != self.current_task:
             if task < self.current_task:
                 raise ValueError(f"task {task} came after task {self.current_task}: a stream runs its tasks in order")
@@ -171,7 +160,7 @@ class ContinualLearner(L.LightningModule):
             self.step.begin_task(task)
         size = self.trainer.datamodule.batch_size
         for start in range(0, len(load["task"]), size):
-            batch = {key: value[start : start + size] for key, value in load.items()}
+            batch = {key: value[start : start + size] for key, value in load.items() if key != "task_id"}
             logs = self.step(batch)
             self.stream_position += 1
             self.examples_seen += len(batch["task"])
