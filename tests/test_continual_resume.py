@@ -77,3 +77,33 @@ def test_killed_and_resumed_run_ends_like_an_uninterrupted_one(memory, tmp_path,
     for name, value in final_whole.items():
         if isinstance(value, torch.Tensor):
             assert torch.equal(value, final_resumed[name]), name
+
+
+def test_resume_refuses_changed_settings_and_goes_on_in_the_checkpoints_run_dir(tmp_path, one_thread):
+    write_mnist(tmp_path / "data", train_per_class=20, test_per_class=5)
+    data = tmp_path / "data"
+    run(["memory=lossless"], tmp_path / "killed", data, kill_at=7)
+    checkpoint = tmp_path / "killed" / "checkpoints" / "last.ckpt"
+    fresh = tmp_path / "fresh"  # the directory Hydra makes for the resuming command
+    (fresh / ".hydra").mkdir(parents=True)
+    with pytest.raises(ValueError, match=r"other settings.*memory\.lossless_equivalent: 10 -> 50.*allow_resume_changes=true"):
+        run(["memory=lossless", "memory.lossless_equivalent=50"], fresh, data, ckpt_path=checkpoint)
+    assert not fresh.exists()  # the refused run left nothing
+    (fresh / ".hydra").mkdir(parents=True)
+    cfg = compose_config([*STREAM, "memory=lossless", *FAST, f"paths.data_dir={data}", f"ckpt_path={checkpoint}"], fresh)
+    train(cfg)
+    record = json.loads((tmp_path / "killed" / "continual.json").read_text())  # the run finished where it started
+    assert record["metrics"]["finished"] and not fresh.exists()
+    first, resumed = tmp_path / "killed" / "csv" / "metrics.csv", list((tmp_path / "killed" / "csv").glob("resumed_*/metrics.csv"))
+    assert first.is_file() and len(resumed) == 1  # both parts of the run's log kept
+
+
+def test_a_damaged_or_foreign_checkpoint_gets_one_clear_message(tmp_path):
+    from lossy_memory.checkpoints import read_checkpoint
+
+    (tmp_path / "cut.ckpt").write_bytes(b"PK\x03\x04 not a whole zip")
+    with pytest.raises(ValueError, match=r"cut.ckpt cannot be read \(\w+\): it is damaged or not a checkpoint"):
+        read_checkpoint(tmp_path / "cut.ckpt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.ckpt")
+    with pytest.raises(ValueError, match="not a Lightning checkpoint"):
+        read_checkpoint(tmp_path / "other.ckpt")

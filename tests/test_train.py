@@ -81,3 +81,16 @@ def test_third_party_noise_is_silenced_and_real_warnings_are_not(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "Tip" not in result.stderr and "LeafSpec" not in result.stderr and "ModelCheckpoint" not in result.stderr
     assert "a real message" in result.stderr and "a real warning" in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["+experiment=mnist_split_lifelong", "model.num_classes=5"], "error: model.num_classes=5 but the stream split MNIST has 10 classes"),
+    (["+experiment=mnist_split_lifelong", "ckpt_path=missing.ckpt"], "error: checkpoint missing.ckpt does not exist"),
+])
+def test_bad_input_is_one_line_without_traceback_and_leaves_no_run_dir(args, message, real_data_dir, tmp_path):
+    env = {"LOSSY_MEMORY_DATA_DIR": str(real_data_dir), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", "lossy_memory.train", *args, f"paths.log_dir={tmp_path / 'outputs'}"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(message) and "Traceback" not in result.stderr
+    assert not list((tmp_path / "outputs").rglob("*.yaml"))  # no run directory (Hydra's config files) left behind

@@ -21,7 +21,51 @@ def read_checkpoint(ckpt_path: str | Path) -> dict[str, Any]:
     path = Path(ckpt_path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist: give the path of a <run dir>/checkpoints/<name>.ckpt")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - a truncated, corrupted or foreign file: one clear message for all
+        raise ValueError(f"checkpoint {path} cannot be read ({type(error).__name__}): "
+                         "it is damaged or not a checkpoint; use another one (e.g. <run dir>/checkpoints/last.ckpt)") from error
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ValueError(f"checkpoint {path} is not a Lightning checkpoint (no state_dict): use one written by `python -m lossy_memory.train`")
+    return checkpoint
+
+
+# Settings that do not change what a run computes: where it writes, how it logs, what it is called, how many threads.
+RUN_INDEPENDENT = {"paths", "trainer", "callbacks", "logger", "hydra", "ckpt_path", "task_name", "tags", "test", "optimized_metric",
+                   "cpu_threads", "allow_resume_changes", "hparams_search"}
+LOCAL_PATHS = {"output_dir", "data_dir", "download", "root", "dirpath"}  # machine- or run-local values
+
+
+def changed_settings(stored: Any, current: Any, prefix: str = "") -> list[str]:
+    """``key: stored -> current`` for every setting that differs and changes what the run computes."""
+    if isinstance(stored, dict) and isinstance(current, dict):
+        changes = []
+        for key in sorted(set(stored) | set(current), key=str):
+            if (not prefix and key in RUN_INDEPENDENT) or key in LOCAL_PATHS:
+                continue
+            changes += changed_settings(stored.get(key, "<absent>"), current.get(key, "<absent>"), f"{prefix}{key}.")
+        return changes
+    return [] if stored == current else [f"{prefix.rstrip('.')}: {stored!r} -> {current!r}"]
+
+
+def check_resume(ckpt_path: str | Path, current: dict[str, Any], allow_changes: bool = False) -> Path | None:
+    """Check what starting from ``ckpt_path`` does. The checkpoint must be readable. If it was written by the same
+    experiment (``task_name``), this resumes that run: every setting that changes what it computes must be as stored,
+    unless ``allow_changes``, and the checkpoint's run directory (``<run dir>/checkpoints/<name>.ckpt``) is returned,
+    for the run to go on there. Another experiment starting from a checkpoint (``mnist_nearest_neighbor`` from an
+    ``mnist_compression`` run) is a new run: only its model must be the stored one; None is returned."""
+    path = Path(ckpt_path)
+    stored = OmegaConf.to_container(stored_run_config(path, read_checkpoint(path)), resolve=True)
+    same_run = stored.get("task_name") == current.get("task_name")
+    changes = changed_settings(stored, current) if same_run else changed_settings(stored.get("model"), current.get("model"), "model.")
+    if changes and not allow_changes:
+        shown = "; ".join(changes[:8]) + (f"; and {len(changes) - 8} more" if len(changes) > 8 else "")
+        what = "resuming would not continue that run" if same_run else "its weights would not fit this model"
+        raise ValueError(f"ckpt_path={path} was written with other settings, so {what}: {shown}. Use the run's own settings "
+                         "(its config.yaml), or add allow_resume_changes=true to go on anyway")
+    run_dir = path.parent.parent
+    return run_dir if same_run and path.parent.name == "checkpoints" and (run_dir / "config.yaml").is_file() else None
 
 
 def stored_run_config(ckpt_path: str | Path, checkpoint: dict[str, Any] | None = None) -> DictConfig:

@@ -33,7 +33,7 @@ from lossy_memory.memory.episodic import stored_items
 from lossy_memory.memory.synthetic import Normalizer, evaluate_synthetic_set, normalized_split, storage_bits
 from lossy_memory.models.discrete_vae import DiscreteVAE
 from lossy_memory.reports import markdown_table, write_csv, write_json
-from lossy_memory.runtime import CONFIG_DIR, quiet_known_noise, register_resolvers
+from lossy_memory.runtime import CONFIG_DIR, quiet_known_noise, register_resolvers, user_errors_reported
 
 register_resolvers()
 quiet_known_noise()
@@ -110,6 +110,7 @@ def equal_bits(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="equal_bits")
+@user_errors_reported
 def main(cfg: DictConfig) -> float:
     return equal_bits(cfg)["rows"][-1]["accuracy_mean"]
 

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lossy_memory.checkpoints import stored_run_config
 from lossy_memory.reports import write_json
-from lossy_memory.runtime import CONFIG_DIR, quiet_known_noise, register_resolvers
+from lossy_memory.runtime import CONFIG_DIR, quiet_known_noise, register_resolvers, user_errors_reported
 
 register_resolvers()
 quiet_known_noise()
@@ -37,6 +37,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")
+@user_errors_reported
 def main(cfg: DictConfig) -> None:
     evaluate(cfg)
 

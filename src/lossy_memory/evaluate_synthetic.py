@@ -28,7 +28,7 @@ from lossy_memory.memory.synthetic import (
     train_on_synthetic,
 )
 from lossy_memory.reports import write_json
-from lossy_memory.runtime import CONFIG_DIR, quiet_known_noise, register_resolvers
+from lossy_memory.runtime import CONFIG_DIR, quiet_known_noise, register_resolvers, user_errors_reported
 
 register_resolvers()
 quiet_known_noise()
@@ -97,6 +97,7 @@ def evaluate(cfg: DictConfig) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate_synthetic")
+@user_errors_reported
 def main(cfg: DictConfig) -> float:
     return evaluate(cfg)["mean"]
 

@@ -6,15 +6,45 @@ import functools
 import logging
 import os
 import secrets
+import shutil
 import subprocess
+import sys
 import warnings
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from omegaconf import OmegaConf
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = PROJECT_ROOT / "conf"
+
+
+def remove_fresh_run_dir(output_dir: str | Path, log_dir: str | Path) -> None:
+    """Remove a run directory that a failed run left under ``log_dir``, unless it holds checkpoints (work to keep)."""
+    output_dir, log_dir = Path(output_dir).resolve(), Path(log_dir).resolve()
+    if output_dir != log_dir and output_dir.is_relative_to(log_dir) and not any((output_dir / "checkpoints").glob("*")):
+        shutil.rmtree(output_dir, ignore_errors=True)
+
+
+def user_errors_reported(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """An entry point's Hydra task in which bad input (ValueError, FileNotFoundError: raised with a message saying what is
+    wrong and how to fix it) ends the process with that message on one line and exit status 1, instead of a
+    traceback (``HYDRA_FULL_ERROR=1`` shows it), and leaves no fresh run directory behind."""
+
+    @functools.wraps(task)
+    def run(cfg: Any) -> Any:
+        try:
+            return task(cfg)
+        except (ValueError, FileNotFoundError) as error:
+            remove_fresh_run_dir(cfg.paths.output_dir, cfg.paths.log_dir)
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            print(f"error: {error}", file=sys.stderr, flush=True)
+            sys.exit(1)
+
+    return run
 
 
 class _DropTips(logging.Filter):

@@ -6,7 +6,6 @@ the metric named by ``optimized_metric`` so sweepers can optimise it.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import hydra
@@ -14,10 +13,11 @@ import lightning as L
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import WandbLogger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lossy_memory.callbacks import RunRecord
-from lossy_memory.runtime import CONFIG_DIR, quiet_known_noise, register_resolvers
+from lossy_memory.checkpoints import check_resume
+from lossy_memory.runtime import CONFIG_DIR, quiet_known_noise, register_resolvers, remove_fresh_run_dir, run_stamp, user_errors_reported
 
 register_resolvers()
 quiet_known_noise()
@@ -50,18 +50,34 @@ def set_cpu_threads(cfg: DictConfig) -> None:
     torch.set_num_threads(threads)
 
 
+def resume_in_its_run_dir(cfg: DictConfig) -> None:
+    """With ``ckpt_path``: refuse a checkpoint that cannot be read or was written with other settings (unless
+    ``allow_resume_changes``), and continue in the checkpoint's own run directory instead of the new one Hydra made
+    under ``paths.log_dir`` (a run directory chosen explicitly elsewhere, ``hydra.run.dir=...``, is kept)."""
+    if not cfg.get("ckpt_path"):
+        return
+    run_dir = check_resume(cfg.ckpt_path, OmegaConf.to_container(cfg, resolve=True), bool(cfg.get("allow_resume_changes")))
+    fresh = Path(cfg.paths.output_dir).resolve()
+    if run_dir is not None and run_dir.resolve() != fresh and fresh.is_relative_to(Path(cfg.paths.log_dir).resolve()):
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(run_dir)
+        remove_fresh_run_dir(fresh, cfg.paths.log_dir)
+    for logger in (cfg.get("logger") or {}).values():
+        if logger is not None and str(logger.get("_target_", "")).endswith("CSVLogger"):
+            # Lightning's CSV writer deletes a metrics.csv it finds: the run's first part stays in csv/metrics.csv
+            logger.version = f"resumed_{run_stamp()}"
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and test) the configured run; returns every metric logged, as floats."""
-    set_cpu_threads(cfg)
-    if cfg.get("seed") is not None:
-        L.seed_everything(cfg.seed, workers=True)
     try:
+        set_cpu_threads(cfg)
+        resume_in_its_run_dir(cfg)
+        if cfg.get("seed") is not None:
+            L.seed_everything(cfg.seed, workers=True)
         datamodule, model, trainer = build(cfg)
     except Exception:
-        # Bad input leaves no half-written run behind: drop the fresh run directory Hydra made for it.
-        output_dir = Path(cfg.paths.output_dir).resolve()
-        if output_dir.is_relative_to(Path(cfg.paths.log_dir).resolve()):
-            shutil.rmtree(output_dir, ignore_errors=True)
+        remove_fresh_run_dir(cfg.paths.output_dir, cfg.paths.log_dir)  # bad input leaves no half-written run behind
         raise
     exit_code = 1
     try:
@@ -110,6 +126,7 @@ def optimized_value(metrics: dict[str, float], name: str | None) -> float | None
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+@user_errors_reported
 def main(cfg: DictConfig) -> float | None:
     return optimized_value(train(cfg), cfg.get("optimized_metric"))
 
