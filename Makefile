@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export LOSSY_MEMORY_DATA_DIR ?= $(abspath ../shared/datasets)
 
-.PHONY: install test test-all bench clean
+.PHONY: install test test-all bench compression clean
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ test-all:
 
 bench:
 	$(BIN)/python -m benchmarks
+
+compression:  # the README's main job, on the datasets LOSSY_MEMORY_DATA_DIR points at
+	$(BIN)/python -m lossy_memory.train +experiment=mnist_compression model.latent.c=38 model.latent.l=2
 
 clean:
 	rm -rf outputs/* .pytest_cache

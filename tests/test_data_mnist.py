@@ -98,3 +98,21 @@ def test_real_mnist_has_the_official_split_sizes_and_label_counts(real_data_dir:
     assert (len(dm.train_set), len(dm.test_set)) == (60000, 10000)
     assert torch.bincount(dm.train_set.labels).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
     assert torch.bincount(dm.test_set.labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+@pytest.mark.parametrize("existing", [True, False])
+def test_a_failed_download_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, existing: bool) -> None:
+    """The folders torchvision makes and a partial archive are removed again; what the user had stays."""
+    root = tmp_path / "datasets"
+    if existing:
+        (root / "theirs").mkdir(parents=True)
+
+    def partial(url: str, download_root: str, *args, **kwargs) -> None:
+        Path(download_root).mkdir(parents=True, exist_ok=True)
+        (Path(download_root) / "train-images-idx3-ubyte.gz").write_bytes(b"half")
+        raise URLError("network is unreachable")
+
+    monkeypatch.setattr("torchvision.datasets.mnist.download_and_extract_archive", partial)
+    with pytest.raises(DatasetUnavailableError):
+        MNISTDataModule(root, download=True).prepare_data()
+    assert sorted(p.name for p in tmp_path.rglob("*")) == (["datasets", "theirs"] if existing else [])

@@ -13,6 +13,7 @@ from PIL import Image
 
 from conftest import compose_config
 from lossy_memory.data import DatasetCorruptError, DatasetUnavailableError, OmniglotDataModule
+from lossy_memory.data.omniglot import OMNIGLOT_SETS
 
 # Alphabet names chosen so that sorting across both set folders interleaves them: Avesta < Bengali < Latin.
 ALPHABETS = {"images_background": {"Bengali": 2, "Latin": 1}, "images_evaluation": {"Avesta": 2}}
@@ -159,3 +160,11 @@ def test_real_subset_has_8_alphabets_242_characters_4840_drawings(real_data_dir:
     assert torch.bincount(dm.test_set.labels).tolist() == [2] * 242
     assert dm.image_shape == (1, 28, 28)
     assert float(dm.train_set.images.float().mean()) < 64  # inverted: mostly dark paper, bright strokes
+
+
+def test_missing_omniglot_names_the_subset_and_a_partial_copy_says_what_is_missing(tmp_path: Path) -> None:
+    with pytest.raises(DatasetUnavailableError, match="loads with data=omniglot_small"):
+        OmniglotDataModule(tmp_path, download=False).setup()
+    (tmp_path / "omniglot-small" / "images_background" / "Greek" / "character01").mkdir(parents=True)
+    with pytest.raises(DatasetUnavailableError, match="holds images_background but not images_evaluation.*data.sets=null"):
+        OmniglotDataModule(tmp_path, root_subdir="omniglot-small", sets=OMNIGLOT_SETS, download=False).setup()

@@ -8,13 +8,15 @@ from pathlib import Path
 class DatasetUnavailableError(FileNotFoundError):
     """The dataset's files are not where the config says, and could not be downloaded."""
 
-    def __init__(self, dataset: str, folder: Path | str, layout: str, reason: str | None = None):
+    def __init__(self, dataset: str, folder: Path | str, layout: str, reason: str | None = None, advice: str | None = None):
         lines = [
             f"{dataset} was not found in {folder}.",
             f"Expected layout (under paths.data_dir):\n{layout}",
             "To fix: set LOSSY_MEMORY_DATA_DIR (or paths.data_dir=...) to a folder holding those files, "
             "or run once on a machine with network access and data.download=true.",
         ]
+        if advice:
+            lines.insert(1, advice)
         if reason:
             lines.insert(1, f"Download was not possible: {reason}")
         super().__init__("\n".join(lines))

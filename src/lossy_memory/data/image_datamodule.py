@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from abc import abstractmethod
 from pathlib import Path
 
@@ -19,6 +20,16 @@ def _describe(error: BaseException) -> str:
         lines.append(" ".join(f"{type(error).__name__}: {error}".split()))
         error = error.__cause__ or error.__context__
     return " <- ".join(lines)
+
+
+def _topmost_missing(folder: Path) -> Path | None:
+    """The outermost folder on the way to ``folder`` that does not exist yet (None when ``folder`` exists)."""
+    missing = None
+    for path in (folder, *folder.parents):
+        if path.exists():
+            return missing
+        missing = path
+    return missing
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -86,13 +97,24 @@ class ImageDataModule(L.LightningDataModule):
             return
         reason = None if self.download else "data.download=false"
         if self.download:
+            # what a download makes (folders, a partial archive beside them) is removed again if it fails
+            created = [p for p in (_topmost_missing(self.data_dir), _topmost_missing(self.folder)) if p is not None]
+            before = set(self.data_dir.iterdir()) if self.data_dir.is_dir() else set()
             try:
                 self.download_files()
             except Exception as error:  # torchvision raises URLError, RuntimeError, OSError... depending on the mirror
                 reason = _describe(error)
             if self.files_present():
                 return
-        raise DatasetUnavailableError(self.name, self.folder, self.layout, reason)
+            if self.data_dir.is_dir():
+                created += sorted(set(self.data_dir.iterdir()) - before)
+            for path in created:
+                shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+        raise DatasetUnavailableError(self.name, self.folder, self.layout, reason, self.unavailable_advice())
+
+    def unavailable_advice(self) -> str | None:
+        """A line for the missing-data error beyond the layout (what is there instead, another configuration)."""
+        return None
 
     def prepare_data(self) -> None:
         self.check_available()

@@ -84,6 +84,15 @@ class OmniglotDataModule(ImageDataModule):
         found = self._set_folders()
         return len(found) == len(self.sets) if self.sets else bool(found)
 
+    def unavailable_advice(self) -> str:
+        found = [p.name for p in self._set_folders()]
+        if found:
+            missing = [s for s in self.sets or OMNIGLOT_SETS if s not in found]
+            return (f"{self.folder} holds {', '.join(found)} but not {', '.join(missing)}, which data.sets asks for: add "
+                    "data.sets=null to load the set folders that are there (data=omniglot_small does, for the subset)")
+        return ("The 8-alphabet Omniglot subset (folder omniglot-small, no download) loads with data=omniglot_small; "
+                "Omniglot streams take data.root_subdir=omniglot-small data.sets=null")
+
     def download_files(self) -> None:
         for name in self.sets or OMNIGLOT_SETS:
             if not (self.folder / name).is_dir():
