@@ -21,14 +21,15 @@ from conftest import compose_config
 def generator_ckpt(real_data_dir, tmp_path_factory):
     """A c=8 generator whose buffer holds the codes of 300 training images (a few debug steps)."""
     root = tmp_path_factory.mktemp("equal_bits")
-    train(compose_config(["+experiment=mnist_generator", "model.latent.c=8", "trainer=debug", "trainer.max_steps=-1"], root / "generator"))
+    train(compose_config(["+experiment=mnist_generator", "model.latent.c=8", "trainer=debug", "trainer.max_steps=-1",
+                          "callbacks.publish_checkpoint.force=true"], root / "generator"))
     return root / "artifacts" / "mnist_generator_c8_l2.ckpt"
 
 
 def config(real_data_dir, tmp_path, *overrides):
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose("equal_bits", [f"paths.data_dir={real_data_dir}", "classifier=mlp", "classifier.hidden=[32]", "num_nets=2",
-                                     "steps=20", *overrides], return_hydra_config=True)
+                                     "steps=20", "allow_shortened_checkpoints=true", *overrides], return_hydra_config=True)
     with open_dict(cfg):
         cfg.paths.output_dir = str(tmp_path / "run")
         del cfg.hydra

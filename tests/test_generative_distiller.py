@@ -23,15 +23,17 @@ from conftest import compose_config
 def artifacts(real_data_dir, tmp_path_factory) -> Path:
     """A teacher and a c=8 generator whose buffer holds the codes of 300 training images, in <tmp>/artifacts."""
     root = tmp_path_factory.mktemp("distill")
-    train(compose_config(["+experiment=mnist_teacher", "trainer=debug"], root / "teacher"))
-    train(compose_config(["+experiment=mnist_generator", "model.latent.c=8", "trainer=debug", "trainer.max_steps=-1"],
+    force = "callbacks.publish_checkpoint.force=true"  # debug runs publish only when told to
+    train(compose_config(["+experiment=mnist_teacher", "trainer=debug", force], root / "teacher"))
+    train(compose_config(["+experiment=mnist_generator", "model.latent.c=8", "trainer=debug", "trainer.max_steps=-1", force],
                          root / "generator"))
     return root / "artifacts"
 
 
 def distill_config(artifacts: Path, run_dir: Path, *overrides: str):
     return compose_config(["+experiment=mnist_distill", "generator_c=8", "model.max_episodes=30", "model.eval_episodes=[10,30]",
-                           "+trainer.limit_test_batches=1", f"paths.artifact_dir={artifacts}", *overrides], run_dir)
+                           "+trainer.limit_test_batches=1", f"paths.artifact_dir={artifacts}",
+                           "model.allow_shortened_checkpoints=true", *overrides], run_dir)
 
 
 def test_artifacts_hold_a_teacher_and_a_generator_with_its_buffer(artifacts):
@@ -157,17 +159,34 @@ def test_omniglot_distillation_runs_end_to_end_on_the_subset(real_data_dir, tmp_
     """omniglot_teacher -> omniglot_generator -> omniglot_distill on the 8-alphabet subset, each a few debug steps."""
     if not (real_data_dir / "omniglot-small").is_dir():
         pytest.skip("the Omniglot subset is not under the data root")
-    small = ["data=omniglot_small", "trainer=debug"]
+    small = ["data=omniglot_small", "trainer=debug", "callbacks.publish_checkpoint.force=true"]
     train(compose_config(["+experiment=omniglot_teacher", *small], tmp_path / "teacher"))
     train(compose_config(["+experiment=omniglot_generator", *small, "model.latent.c=16", "trainer.max_steps=-1"], tmp_path / "generator"))
     artifacts = tmp_path / "artifacts"
     run_dir = tmp_path / "distill"
     train(compose_config(["+experiment=omniglot_distill", "data=omniglot_small", "generator_c=16", "distill_source=active",
                           "model.max_episodes=30", "model.eval_episodes=[10,30]", "+trainer.limit_test_batches=1",
-                          f"paths.artifact_dir={artifacts}"], run_dir))
+                          "model.allow_shortened_checkpoints=true", f"paths.artifact_dir={artifacts}"], run_dir))
     record = json.loads((run_dir / "distillation.json").read_text())
     assert record["episodes"] == 30 and record["sampling"] == "ActiveSampling"
     assert all(0 <= a <= 1 for a in record["accuracy_at"].values())
     checkpoint = read_checkpoint(artifacts / "omniglot_generator_c16_l2.ckpt")
     (writer_state,) = [v for k, v in checkpoint["callbacks"].items() if k.startswith("RecollectionWriter")]
     assert writer_state["ranks"][0]["num_seen"] > 0 and record["storage/items"] == writer_state["ranks"][0]["num_seen"]
+
+
+def test_a_debug_run_publishes_nothing_and_a_published_artifact_says_where_it_came_from(artifacts, real_data_dir, tmp_path):
+    train(compose_config(["+experiment=mnist_teacher", "trainer=debug", f"paths.artifact_dir={tmp_path / 'artifacts'}"], tmp_path / "t"))
+    assert not (tmp_path / "artifacts").exists()  # a debug run leaves the published teacher as it was
+    origin = json.loads((artifacts / "mnist_teacher.ckpt.json").read_text())  # the fixture's, published with force=true
+    assert origin["shortened"] == "limit_train_batches=3" and Path(origin["run_dir"]).name == "teacher"
+    assert "train/loss" in origin["metrics"] and origin["git"]
+
+
+def test_a_teacher_from_a_shortened_run_is_refused_unless_allowed(artifacts, tmp_path):
+    cfg = distill_config(artifacts, tmp_path / "run", "model.allow_shortened_checkpoints=false")
+    with pytest.raises(InstantiationException, match=r"teacher checkpoint .* shortened run \(limit_train_batches=3\).*model.allow_shortened_checkpoints=true"):
+        train(cfg)
+    metrics = train(distill_config(artifacts, tmp_path / "allowed"))
+    record = json.loads((tmp_path / "allowed" / "distillation.json").read_text())
+    assert record["sources"]["teacher"]["shortened"] == "limit_train_batches=3" and metrics["test/accuracy@30"] >= 0

@@ -94,3 +94,11 @@ def test_bad_input_is_one_line_without_traceback_and_leaves_no_run_dir(args, mes
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith(message) and "Traceback" not in result.stderr
     assert not list((tmp_path / "outputs").rglob("*.yaml"))  # no run directory (Hydra's config files) left behind
+
+
+def test_an_error_wrapped_by_hydra_instantiate_is_one_line_too(real_data_dir, tmp_path):
+    env = {"LOSSY_MEMORY_DATA_DIR": str(real_data_dir), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", "lossy_memory.train", "+experiment=mnist_split_lifelong", "strategy.steps=0",
+                             f"paths.log_dir={tmp_path / 'outputs'}"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: strategy.steps (N, updates per incoming batch) must be an integer >= 1")

@@ -6,12 +6,14 @@ rebuilt from the config it was trained with and needs no other file. Errors name
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, OmegaConf
 
 from lossy_memory.memory import ExperienceBuffer
@@ -76,11 +78,40 @@ def stored_run_config(ckpt_path: str | Path, checkpoint: dict[str, Any] | None =
     return OmegaConf.create(checkpoint["run_config"])
 
 
-def load_trained_module(ckpt_path: str | Path, kind: type[L.LightningModule], role: str,
-                        how_to_train: str) -> tuple[L.LightningModule, DictConfig, dict[str, Any]]:
+def shortened_run(run_config: DictConfig, checkpoint: dict[str, Any]) -> str | None:
+    """Why the run that wrote a checkpoint did not train its configured length (a debug run, an unfinished one), or None."""
+    trainer = run_config.get("trainer") or {}
+    limit, max_steps, max_epochs = trainer.get("limit_train_batches"), trainer.get("max_steps"), trainer.get("max_epochs")
+    if trainer.get("fast_dev_run"):
+        return "fast_dev_run"
+    if limit not in (None, 1, 1.0):
+        return f"limit_train_batches={limit}"
+    if max_steps not in (None, -1):
+        return f"max_steps={max_steps}"
+    epoch = checkpoint.get("epoch")
+    if max_epochs and max_epochs > 0 and epoch is not None and epoch + 1 < max_epochs:
+        return f"saved after epoch {epoch + 1} of {max_epochs}"
+    return None
+
+
+def provenance(ckpt_path: str | Path, run_config: DictConfig) -> dict[str, Any]:
+    """Where a checkpoint came from: the record PublishCheckpoint wrote beside an artifact (run, commit, figures), or
+    what the checkpoint's own config says."""
+    path = Path(ckpt_path)
+    record = path.with_name(path.name + ".json")
+    if record.is_file():
+        return {"checkpoint": str(path), **json.loads(record.read_text())}
+    return {"checkpoint": str(path), "task_name": run_config.get("task_name"), "seed": run_config.get("seed")}
+
+
+def load_trained_module(ckpt_path: str | Path, kind: type[L.LightningModule], role: str, how_to_train: str,
+                        allow_shortened: bool = False,
+                        allow_setting: str = "allow_shortened_checkpoints") -> tuple[L.LightningModule, DictConfig, dict[str, Any]]:
     """The ``kind`` module a checkpoint holds, rebuilt from its stored config with its weights, in eval mode and frozen.
 
     ``role`` ("teacher", "generator") and ``how_to_train`` (the command making such a checkpoint) go into the errors.
+    A checkpoint of a shortened run (``trainer=debug``, unfinished) is refused unless ``allow_shortened`` (the setting
+    ``allow_setting`` says so); which checkpoint is used, and its provenance, is logged.
     """
     path = Path(ckpt_path)
     if not path.is_file():
@@ -88,6 +119,14 @@ def load_trained_module(ckpt_path: str | Path, kind: type[L.LightningModule], ro
                                 f"(or point the {role} path at an existing checkpoint)")
     checkpoint = read_checkpoint(path)
     run_config = stored_run_config(path, checkpoint)
+    reason = shortened_run(run_config, checkpoint)
+    if reason is not None and not allow_shortened:
+        raise ValueError(f"the {role} checkpoint {path} comes from a shortened run ({reason}), so results built on it would "
+                         f"mislead: train a full one with `{how_to_train}`, or set {allow_setting}=true to use it anyway")
+    origin = provenance(path, run_config)
+    figures = ", ".join(f"{k} {v:.4g}" for k, v in sorted((origin.get("metrics") or {}).items()) if not k.endswith("_step"))
+    rank_zero_info(f"{role}: {path} (from {origin.get('run_dir') or origin.get('task_name')}"
+                   f"{', shortened: ' + reason if reason else ''}{'; ' + figures if figures else ''})")
     target = run_config.get("model", {}).get("_target_", "?")
     module = instantiate(run_config.model)
     if not isinstance(module, kind):

@@ -58,7 +58,8 @@ def equal_bits(cfg: DictConfig) -> dict:
     image_shape, num_classes = tuple(datamodule.train_set.image_shape), datamodule.num_classes
     synthetic = load_synthetic_set(cfg.synthetic, image_shape, num_classes)
     generator, run_config, checkpoint = load_trained_module(
-        cfg.generator, DiscreteVAE, "generator", "python -m lossy_memory.train +experiment=mnist_generator model.latent.c=<c>")
+        cfg.generator, DiscreteVAE, "generator", "python -m lossy_memory.train +experiment=mnist_generator model.latent.c=<c>",
+        bool(cfg.get("allow_shortened_checkpoints")))
     if tuple(generator.image_shape) != image_shape:
         raise ValueError(f"the generator {cfg.generator} makes images of shape {list(generator.image_shape)} but the data has "
                          f"{list(image_shape)}: use a generator trained on this dataset")

@@ -37,11 +37,14 @@ def user_errors_reported(task: Callable[[Any], Any]) -> Callable[[Any], Any]:
     def run(cfg: Any) -> Any:
         try:
             return task(cfg)
-        except (ValueError, FileNotFoundError) as error:
+        except Exception as error:
+            handled = error if isinstance(error, ValueError | FileNotFoundError) else error.__cause__  # Hydra wraps a
+            if not isinstance(handled, ValueError | FileNotFoundError):  # constructor's error in an InstantiationException
+                raise
             remove_fresh_run_dir(cfg.paths.output_dir, cfg.paths.log_dir)
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
-            print(f"error: {error}", file=sys.stderr, flush=True)
+            print(f"error: {handled}", file=sys.stderr, flush=True)
             sys.exit(1)
 
     return run

@@ -1,25 +1,48 @@
-"""Copies a run's final checkpoint to a stable path that other experiments read (a teacher, a generator + buffer)."""
+"""Copies a run's final checkpoint to a stable path that other experiments read (a teacher, a generator + buffer).
+
+Only a full run publishes: not one shortened by ``trainer=debug`` (``limit_train_batches``, ``max_steps``,
+``fast_dev_run``), stopped before its last epoch, or interrupted; such a run says why it did not publish
+(``force=true`` publishes anyway). Beside the artifact, ``<artifact>.json`` says where it came from: the run
+directory, its task, git commit, when, and its figures at the end of fit (``lossy_memory.checkpoints`` reports them
+when a run loads the artifact).
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+from lossy_memory.reports import write_json
+from lossy_memory.runtime import git_state
+
+
+def shortened(trainer: L.Trainer) -> str | None:
+    """Why a fit did not train its whole configured length (None when it did)."""
+    if trainer.fast_dev_run:
+        return "fast_dev_run"
+    if trainer.limit_train_batches not in (1, 1.0):
+        return f"limit_train_batches={trainer.limit_train_batches}"
+    if trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps:
+        return f"max_steps={trainer.max_steps} reached"
+    if trainer.interrupted:
+        return "interrupted"
+    if trainer.max_epochs is not None and trainer.max_epochs > 0 and trainer.current_epoch < trainer.max_epochs:
+        return f"stopped after {trainer.current_epoch} of {trainer.max_epochs} epochs"
+    return None
 
 
 class PublishCheckpoint(L.Callback):
-    """At the end of fit, copy the ModelCheckpoint's ``last.ckpt`` to ``path`` (atomically: a reader never sees half a file).
+    """At the end of a full fit, copy the ModelCheckpoint's ``last.ckpt`` to ``path`` (atomically: a reader never sees
+    half a file) with its provenance beside it (see the module docstring). ``force``: publish a shortened run too."""
 
-    The run directory keeps its own checkpoints; ``path`` always holds the latest finished run's, so that e.g.
-    ``+experiment=mnist_distill`` finds the teacher that ``+experiment=mnist_teacher`` trained last.
-    """
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
+    def __init__(self, path: str | os.PathLike, force: bool = False):
+        self.path, self.force = Path(path), bool(force)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage == "fit" and not any(isinstance(c, ModelCheckpoint) and c.save_last for c in trainer.callbacks):
@@ -32,8 +55,23 @@ class PublishCheckpoint(L.Callback):
         source = next(c.last_model_path for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.save_last)
         if not source or not Path(source).is_file():
             return
+        reason = shortened(trainer)
+        if reason is not None and not self.force:
+            rank_zero_warn(f"PublishCheckpoint: {self.path} left as it was: this run was shortened ({reason}), and only full "
+                           "runs publish (callbacks.publish_checkpoint.force=true publishes it anyway)")
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_name(f".{self.path.name}.{os.getpid()}.partial")
-        shutil.copyfile(source, partial)
-        os.replace(partial, self.path)
+        run_dir = Path(source).resolve().parent.parent
+        provenance = {"source": str(Path(source).resolve()), "run_dir": str(run_dir),
+                      "git": git_state(), "published": time.strftime("%Y-%m-%d %H:%M:%S"), "shortened": reason,
+                      "epochs": trainer.current_epoch, "global_step": trainer.global_step,
+                      "metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}}
+        for target, write in ((self.path, lambda p: shutil.copyfile(source, p)), (provenance_path(self.path), lambda p: write_json(p, provenance))):
+            partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+            write(partial)
+            os.replace(partial, target)
         rank_zero_info(f"PublishCheckpoint: {source} -> {self.path}")
+
+
+def provenance_path(artifact: Path) -> Path:
+    return artifact.with_name(artifact.name + ".json")

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
-from lossy_memory.checkpoints import load_trained_module, stored_buffer
+from lossy_memory.checkpoints import load_trained_module, provenance, stored_buffer
 from lossy_memory.data.batching import to_float_batch
 from lossy_memory.memory import BufferSample, ExperienceBuffer, LosslessBuffer, RandomSampling, SamplingStrategy
 from lossy_memory.memory.budget import lossless_bits
@@ -98,6 +98,7 @@ class GenerativeDistiller(L.LightningModule):
         eval_episodes: Sequence[int] = (10, 100, 1000, 10000, 100000),
         max_episodes: int = 10000,
         seed: int = 0,
+        allow_shortened_checkpoints: bool = False,
     ):
         super().__init__()
         if source not in SOURCES:
@@ -120,6 +121,8 @@ class GenerativeDistiller(L.LightningModule):
         self.pool = CandidatePool(self.sampling.pool_factor)
         self.eval_episodes = sorted({int(e) for e in eval_episodes if e <= max_episodes})
         self.seed = int(seed)
+        self.allow_shortened = bool(allow_shortened_checkpoints)
+        self.sources: dict[str, dict] = {}  # where the teacher and generator came from (distillation.json)
 
         self.teacher = self._load_teacher(teacher_ckpt)
         self.generator: DiscreteVAE | None = None
@@ -142,7 +145,9 @@ class GenerativeDistiller(L.LightningModule):
 
     # -- what is loaded, checked before any training ---------------------------------------------------
     def _load_teacher(self, ckpt_path: str) -> Reasoner:
-        teacher, _, _ = load_trained_module(ckpt_path, Reasoner, "teacher", "python -m lossy_memory.train +experiment=mnist_teacher")
+        teacher, run_config, _ = load_trained_module(ckpt_path, Reasoner, "teacher", "python -m lossy_memory.train +experiment=mnist_teacher",
+                                                     self.allow_shortened, "model.allow_shortened_checkpoints")
+        self.sources["teacher"] = provenance(ckpt_path, run_config)
         if teacher.num_classes != self.num_classes:
             raise ValueError(f"the teacher {ckpt_path} has {teacher.num_classes} classes but the student and data have "
                              f"{self.num_classes} (data.num_classes): distil within one label space")
@@ -153,7 +158,9 @@ class GenerativeDistiller(L.LightningModule):
 
     def _load_generator(self, ckpt_path: str) -> tuple[DiscreteVAE, ExperienceBuffer]:
         generator, run_config, checkpoint = load_trained_module(
-            ckpt_path, DiscreteVAE, "generator", "python -m lossy_memory.train +experiment=mnist_generator model.latent.c=<c>")
+            ckpt_path, DiscreteVAE, "generator", "python -m lossy_memory.train +experiment=mnist_generator model.latent.c=<c>",
+            self.allow_shortened, "model.allow_shortened_checkpoints")
+        self.sources["generator"] = provenance(ckpt_path, run_config)
         if generator.image_shape != self.image_shape:
             raise ValueError(f"the generator {ckpt_path} makes images of shape {list(generator.image_shape)} but the data has "
                              f"{list(self.image_shape)} (data.image_shape): use a generator trained on this dataset")
@@ -269,7 +276,7 @@ class GenerativeDistiller(L.LightningModule):
         record = {"source": self.source, "sampling": type(self.sampling).__name__, "sampling_source": self.sampling.source,
                   "targets": self.targets, "lossless_fraction": self.lossless_fraction, "episodes": self.episodes,
                   "generator_bits_per_item": None if self.generator is None else self.generator.latent.bits_per_item,
-                  "accuracy_at": {str(k): v for k, v in self.curve.items()}, **self.storage_report()}
+                  "accuracy_at": {str(k): v for k, v in self.curve.items()}, **self.storage_report(), "sources": self.sources}
         Path(self.trainer.default_root_dir).mkdir(parents=True, exist_ok=True)
         write_json(Path(self.trainer.default_root_dir) / "distillation.json", record)
 
