@@ -11,25 +11,59 @@ from conftest import compose_config
 from lossy_memory.runtime import CONFIG_DIR
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
-GROUP_CHOICES = {
-    group: sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
-    for group in ("trainer", "logger", "callbacks", "model", "net")
-}
+# Every config group, with what must come with it for the group to be used (groups a model pulls in need that model).
+CONTEXT = {"trainer": [], "logger": [], "callbacks": [], "model": [], "net": [], "data": [], "paths": [],
+           "classifier": ["model=reasoner"], "strategy": ["model=continual_learner", "data=mnist_split"],
+           "memory": ["model=continual_learner", "data=mnist_split"], "distill_source": ["+experiment=mnist_distill"],
+           "buffer": ["callbacks=recollection"], "hparams_search": ["+experiment=mnist_compression"]}
+GROUP_CHOICES = {group: sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml")) for group in CONTEXT}
+
+
+def resolved_targets(cfg) -> list[str]:
+    """Every interpolation resolved (a dangling one raises) and every ``_target_`` in the config, imported."""
+    from hydra._internal.utils import _locate
+    from omegaconf import OmegaConf
+
+    targets = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "_target_" in node:
+                targets.append(node["_target_"])
+                _locate(node["_target_"])  # ImportError / AttributeError when the class is not there
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(OmegaConf.to_container(cfg, resolve=True))
+    return targets
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes_and_resolves(experiment, tmp_path):
     cfg = compose_config([f"+experiment={experiment}"], tmp_path / "run")
     assert cfg.task_name != "train", "an experiment names its task (run directories and W&B runs carry it)"
+    targets = resolved_targets(cfg)
     for key in ("data", "model", "trainer"):
-        assert "_target_" in cfg[key]
+        assert cfg[key]["_target_"] in targets
     assert cfg.paths.output_dir == str(tmp_path / "run")
 
 
-@pytest.mark.parametrize(("group", "choice"), [(g, c) for g, choices in GROUP_CHOICES.items() for c in choices])
-def test_every_group_choice_composes(group, choice, tmp_path):
-    cfg = compose_config([f"{group}={choice}"], tmp_path / "run")
-    assert cfg[group] is not None or choice == "none"
+@pytest.mark.parametrize(("group", "choice"), [(g, c) for g, choices in GROUP_CHOICES.items() for c in choices if g != "hydra"])
+def test_every_group_choice_composes_resolves_and_names_importable_classes(group, choice, tmp_path):
+    cfg = compose_config([*CONTEXT[group], f"{group}={choice}"], tmp_path / "run")
+    targets = resolved_targets(cfg)
+    if group == "hparams_search":
+        assert cfg.optimized_metric, "a search names the metric it optimises"
+    elif group == "paths":
+        assert (CONFIG_DIR.parent / "conf").samefile(CONFIG_DIR) and cfg.paths.root_dir == str(CONFIG_DIR.parent)
+    elif group == "distill_source":  # plain settings that the distiller's config reads
+        assert (cfg.model.source, cfg.model.targets) == (cfg.distill_source.source, cfg.distill_source.targets)
+    elif choice != "none":
+        node = cfg[group]
+        assert node.get("_target_") in targets or any(isinstance(v, dict) or hasattr(v, "keys") for v in node.values())
 
 
 def test_user_override_form_reaches_the_model(tmp_path):

@@ -118,11 +118,29 @@ def test_wang_baselines_average_kmeans_and_nearest_neighbour():
     assert knn_accuracy(means, mean_labels, queries, torch.tensor([1, 1, 1])) == pytest.approx(2 / 3)
 
 
-def test_forgetting_scores_count_correct_to_wrong_transitions(one_thread):
-    images, labels = two_blobs(32, 0)
-    torch.manual_seed(0)
-    scores = forgetting_scores(TINY_MLP((1, 4, 4), 2), images, labels, epochs=3, batch_size=8)
-    assert scores.shape == (32,) and (scores >= 0).all()
+class Scripted(torch.nn.Module):
+    """Right or wrong on each example as a table says, presentation after presentation (image i holds the value i)."""
+
+    def __init__(self, right: list[list[int]]):
+        super().__init__()
+        self.right, self.calls = torch.tensor(right, dtype=torch.bool), 0
+        self.weight = torch.nn.Parameter(torch.zeros(()))  # something for the optimizer to step
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        correct = self.right[x.flatten(1)[:, 0].long(), self.calls]
+        self.calls += 1
+        return torch.stack([correct.float(), (~correct).float()], dim=1) + 0 * self.weight
+
+
+def test_forgetting_scores_count_correct_to_wrong_transitions():
+    right = [[1, 0, 1, 0],  # forgotten twice
+             [1, 1, 1, 0],  # once, at the end
+             [0, 1, 1, 1],  # learnt, never forgotten
+             [0, 0, 0, 0],  # never learnt: most forgettable
+             [1, 1, 1, 1]]  # never forgotten
+    images, labels = torch.arange(5.0).view(5, 1, 1, 1), torch.zeros(5, dtype=torch.long)  # label 0: "right" predicts it
+    scores = forgetting_scores(Scripted(right), images, labels, epochs=4, batch_size=5)
+    assert scores.tolist() == [2.0, 1.0, 0.0, float("inf"), 0.0]
 
 
 def test_evaluate_synthetic_command_scores_a_coreset_and_a_saved_file(real_data_dir, tmp_path, one_thread):
