@@ -57,6 +57,8 @@ def test_a_stream_cut_short_says_so_and_reports_no_final_figure(real_data_dir, t
     assert record["setting"] == {"strategy": "ExperienceReplay", "memory": "lossless memory, 10 items in 62,880 bits"}
     out = capsys.readouterr().out
     assert "the stream did not finish: 1 of 5 tasks trained" in out and f"Results of {run_dir}" in out
+    results = json.loads((run_dir / "results.json").read_text(), parse_constant=lambda name: pytest.fail(f"{name} in results.json"))
+    assert results["metrics"]["cl/seen_tasks_accuracy"] == pytest.approx(record["metrics"]["seen_tasks_accuracy"])
     stored = json.loads((run_dir / "run.json").read_text())["storage"]  # written as the run ends: what it stores then
     assert stored["memory_items"] == record["metrics"]["storage_memory_items"] == 10
 

@@ -71,3 +71,24 @@ def test_results_files_are_valid_json_with_null_for_undefined_figures(tmp_path):
     write_json(tmp_path / "r.json", {"forgetting": float("nan"), "rows": [[1.0, float("inf")]], "n": 3})
     text = (tmp_path / "r.json").read_text()
     assert json.loads(text) == {"forgetting": None, "rows": [[1.0, None]], "n": 3} and "NaN" not in text
+
+
+def test_the_report_reads_what_real_runs_write(tmp_path, one_thread):
+    """Two seeds of a tiny real split-MNIST run (the learner's own continual.json and config.yaml) and one cut short."""
+    from data_formats import write_mnist
+
+    from conftest import compose_config
+    from lossy_memory.train import train
+
+    write_mnist(tmp_path / "data", train_per_class=20, test_per_class=5)
+    fast = ["+trainer.enable_progress_bar=false", "callbacks.rich_progress_bar=null", "logger=csv", f"paths.data_dir={tmp_path / 'data'}",
+            "+experiment=mnist_split_lifelong", "data.num_tasks=2", "data.batch_size=20"]
+    finals = []
+    for seed in (1, 2):
+        train(compose_config([*fast, f"seed={seed}"], tmp_path / "sweep" / str(seed)))
+        finals.append(json.loads((tmp_path / "sweep" / str(seed) / "continual.json").read_text())["metrics"]["final_average_accuracy"])
+    train(compose_config([*fast, "seed=3", "+trainer.limit_train_batches=1"], tmp_path / "sweep" / "cut"))
+    (row,) = gather([tmp_path / "sweep"])  # the unfinished run is left out
+    assert (row["strategy"], row["memory"], row["budget"], row["seeds"]) == ("ExperienceReplay", "lossless", "10", 2)
+    mean, std = sum(finals) / 2, abs(finals[0] - finals[1]) / 2 ** 0.5
+    assert row["final_average_accuracy"] == f"{mean:.3f} ± {std:.3f}"

@@ -3,7 +3,7 @@
     python -m lossy_memory.continual_report <folder> [<folder> ...] [--out DIR]
 
 Every ``continual.json`` under the folders (runs or multiruns of ``+experiment=*_lifelong`` / ``table4_*`` /
-``table5_*``) is one run; its ``.hydra/config.yaml`` names the stream, strategy, memory kind, budget and seed. Runs
+``table5_*``) is one run; its ``config.yaml`` names the stream, strategy, memory kind, budget and seed. Runs
 that differ only by seed are averaged: mean +- std over seeds of the final average accuracy (task-agnostic and
 task-aware) and forgetting, with the seed count. Writes ``continual.csv`` to ``--out`` (default: the first folder)
 and prints Markdown.
@@ -28,11 +28,12 @@ COLUMNS = [*KEYS, "seeds", *METRICS, "memory_items"]
 
 
 def run_record(path: Path) -> dict:
-    """One run's key (what it compares) and figures, from its continual.json and its Hydra config."""
+    """One run's key (what it compares) and figures, from its continual.json and its resolved config (the run's own
+    ``config.yaml``, or Hydra's ``.hydra/config.yaml``)."""
     record = json.loads(path.read_text())
-    config_file = path.parent / ".hydra" / "config.yaml"
-    if not config_file.is_file():
-        raise ValueError(f"{path}: no .hydra/config.yaml beside it: cannot tell which run this is")
+    config_file = next((f for f in (path.parent / "config.yaml", path.parent / ".hydra" / "config.yaml") if f.is_file()), None)
+    if config_file is None:
+        raise ValueError(f"{path}: no config.yaml (or .hydra/config.yaml) beside it: cannot tell which run this is")
     cfg = yaml.safe_load(config_file.read_text())
     strategy = cfg["strategy"]["_target_"].rsplit(".", 1)[-1]
     memory = cfg.get("memory") or {}

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lossy_memory.callbacks import RunRecord
 from lossy_memory.checkpoints import check_resume
+from lossy_memory.reports import write_json
 from lossy_memory.runtime import CONFIG_DIR, quiet_known_noise, register_resolvers, remove_fresh_run_dir, run_stamp, user_errors_reported
 
 register_resolvers()
@@ -91,13 +92,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
         finish_wandb_run(trainer, exit_code)
     metrics = {name: float(value) for name, value in metrics.items()}
     if trainer.is_global_zero:
+        write_json(Path(cfg.paths.output_dir) / "results.json", {"task_name": cfg.get("task_name"), "metrics": metrics})
         print(summary(metrics, cfg.paths.output_dir), flush=True)
     return metrics
 
 
 def summary(metrics: dict[str, float], output_dir: str) -> str:
-    """The run's results as a user reads them at the end: its final figures (not per-step or per-task ones) and where
-    its files are; a continual stream cut short says so."""
+    """The run's results as a user reads them at the end (all of them are in ``results.json``): its final figures (not
+    per-step or per-task ones) and where its files are; a continual stream cut short says so."""
     lines = [f"Results of {output_dir}:"]
     if metrics.get("cl/finished") == 0.0:
         lines.append(f"  the stream did not finish: {metrics['cl/tasks_trained']:.0f} of {metrics['cl/num_tasks']:.0f} tasks trained, "
