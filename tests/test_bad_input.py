@@ -78,7 +78,7 @@ CASES = [
     ("train", [*SPLIT, "memory.lossless_equivalent=0"], "memory.lossless_equivalent must be > 0"),
     ("train", [*SPLIT, "memory.layout=diagonal"], "memory.layout must be one of"),
     ("train", [*SPLIT, "memory.lossless_equivalent=null", "memory.budget_bits=1000"], "holds no lossless item"),
-    ("train", [*SPLIT, "memory.lossless_equivalent=null"], "give exactly one of memory.lossless_equivalent"),
+    ("train", [*SPLIT, "memory.lossless_equivalent=null"], "give memory.lossless_equivalent (effective buffer size in lossless images) or memory.budget_bits"),
     ("train", [*SPLIT, "trainer.max_epochs=2"], "a task stream is seen once: set trainer.max_epochs=1"),
     ("train", [*SPLIT, "cpu_threads=0"], "cpu_threads must be an integer >= 1"),
     ("train", [*SPLIT, "data.batch_size=0"], "must be >= 1"),

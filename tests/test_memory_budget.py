@@ -191,3 +191,12 @@ def test_module_entry_point_runs():
     assert f"chosen: c={chosen.c}, l={chosen.l}" in result.stdout
     assert f"{chosen.items:,}" in result.stdout and math.isclose(chosen.capacity, chosen.c * math.log2(chosen.l))
     assert bits_per_variable(chosen.l) * chosen.c == chosen.code_bits
+
+
+def test_the_cli_flags_a_generator_whose_parameters_dwarf_the_codes(capsys):
+    main(["--bits-per-example", "6272"])  # incremental: the solver goes to c=6272 codes, the parameters uncounted
+    out = capsys.readouterr().out
+    chosen = BudgetProblem(6272).solve()
+    assert f"this generator has {chosen.parameter_bits // 32:,} parameters" in out and "Give --total-bits" in out
+    main(["--bits-per-example", "6272", "--total-bits", "1e9"])  # counted: no note
+    assert "this generator has" not in capsys.readouterr().out

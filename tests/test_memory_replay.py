@@ -51,3 +51,9 @@ def test_replay_size_defaults_to_the_incoming_batch_size_and_an_empty_memory_rep
 def test_replayed_images_of_another_shape_are_refused():
     with pytest.raises(ValueError, match="replayed images have shape"):
         mix_replayed(incoming(), (torch.zeros(2, 1, 3, 3), torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long)))
+
+
+def test_a_budget_in_bits_overrides_the_configs_default_size_in_images():
+    memory = EpisodicMemory("lossless", lossless_equivalent=10, budget_bits=5 * (4 * 8 + 16))
+    memory.build(SHAPE, num_classes=10, num_tasks=4)
+    assert memory.budget_bits == 240 and memory.capacity == 5  # 5 items of 4 pixels, an 8-bit label and task id

@@ -266,6 +266,18 @@ def format_table(rows: Sequence[Candidate], chosen: Candidate) -> str:
     return "\n".join(lines)
 
 
+def parameter_notes(chosen: Candidate, bits_per_example: float, rho: float, total_bits: float | None) -> list[str]:
+    """Warnings when the chosen generator's own parameters dwarf what its codes cost (they are the real storage then)."""
+    per_item = rho * chosen.stored_bits
+    if total_bits is not None or chosen.parameter_bits <= 1000 * max(per_item, 1):
+        return []
+    examples = math.ceil(chosen.parameter_bits / max(per_item, 1e-9))
+    return [f"note: this generator has {chosen.parameter_bits / PARAMETER_BITS:,.0f} parameters ({chosen.parameter_bits / 8e6:,.1f} MB "
+            f"at 32 bits), {chosen.parameter_bits / max(per_item, 1e-9):,.0f}x what one stored item costs; the incremental "
+            f"constraint does not count them, so they outweigh the codes for streams shorter than {examples:,} examples. "
+            "Give --total-bits to count them (the paper's eq. 6)"]
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m lossy_memory.budget", description=__doc__.split("\n\n")[0])
     parser.add_argument("--bits-per-example", type=float, required=True, help="gamma/N: bits each incoming example brings")
@@ -288,6 +300,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         rows = sorted([*rows, chosen], key=Candidate.key)
     print(format_table(rows, chosen))
     print(f"\nchosen: c={chosen.c}, l={chosen.l} ({chosen.code_bits} bits per item, capacity {chosen.capacity:.2f})")
+    print(f"capacity = c * log2(l): the bits of information one stored item can carry, what the choice maximises among the "
+          f"(c, l) whose items fit {args.bits_per_example:g} bits per incoming example (x rho={args.rho:g})")
+    for line in parameter_notes(chosen, args.bits_per_example, args.rho, args.total_bits):
+        print(line)
     if args.lossless_images:
         k = args.lossless_images
         n = recollections_for_lossless(k, args.image_shape, chosen.c, chosen.l, problem.side)

@@ -28,6 +28,7 @@ states travel in the module's state dict (``get_extra_state``), so checkpoints k
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
@@ -88,9 +89,13 @@ class EpisodicMemory(nn.Module):
         super().__init__()
         if layout not in LAYOUTS:
             raise ValueError(f"memory.layout must be one of {LAYOUTS}, got {layout!r}")
-        if (lossless_equivalent is None) == (budget_bits is None):
-            raise ValueError("give exactly one of memory.lossless_equivalent (effective buffer size in lossless images) and "
-                             f"memory.budget_bits, got {lossless_equivalent} and {budget_bits}")
+        if lossless_equivalent is None and budget_bits is None:
+            raise ValueError("give memory.lossless_equivalent (effective buffer size in lossless images) or memory.budget_bits: "
+                             "both are null")
+        if budget_bits is not None and lossless_equivalent is not None:  # the config's default size, overridden in bits
+            logging.getLogger(__name__).info(f"memory.budget_bits={budget_bits} sets the budget (memory.lossless_equivalent="
+                                             f"{lossless_equivalent} is not used)")
+            lossless_equivalent = None
         if lossless_equivalent is not None and not lossless_equivalent > 0:
             raise ValueError(f"memory.lossless_equivalent must be > 0, got {lossless_equivalent}")
         if budget_bits is not None and not budget_bits > 0:
