@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import yaml
 
 from lossy_memory.distillation_report import main
 
@@ -13,6 +14,7 @@ def write_run(folder, source, sampling, accuracy, sampling_source="buffer", targ
               "lossless_fraction": fraction, "episodes": 1000, "generator_bits_per_item": bits if source == "recollections" else None,
               "accuracy_at": accuracy, "storage/total_bits": 123}
     (folder / "distillation.json").write_text(json.dumps(record))
+    (folder / "config.yaml").write_text(yaml.safe_dump({"model": {"student": {"_target_": "lossy_memory.nets.LeNet5"}}}))
 
 
 def test_report_averages_seeds_and_names_methods(tmp_path, capsys):
@@ -31,4 +33,11 @@ def test_report_averages_seeds_and_names_methods(tmp_path, capsys):
 
 def test_report_without_runs_says_what_to_run(tmp_path):
     with pytest.raises(SystemExit, match="mnist_distill"):
+        main([str(tmp_path)])
+
+
+def test_a_run_without_its_config_is_not_guessed(tmp_path):
+    write_run(tmp_path / "0", "real", "RandomSampling", {"10": 0.5}, targets="labels")
+    (tmp_path / "0" / "config.yaml").unlink()
+    with pytest.raises(SystemExit, match="no config.yaml beside it"):
         main([str(tmp_path)])

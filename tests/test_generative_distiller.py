@@ -190,3 +190,15 @@ def test_a_teacher_from_a_shortened_run_is_refused_unless_allowed(artifacts, tmp
     metrics = train(distill_config(artifacts, tmp_path / "allowed"))
     record = json.loads((tmp_path / "allowed" / "distillation.json").read_text())
     assert record["sources"]["teacher"]["shortened"] == "limit_train_batches=3" and metrics["test/accuracy@30"] >= 0
+
+
+def test_the_report_reads_what_real_distillation_runs_write(artifacts, tmp_path):
+    from lossy_memory.distillation_report import gather
+
+    accuracies = []
+    for seed in (1, 2):
+        train(distill_config(artifacts, tmp_path / "sweep" / str(seed), f"seed={seed}"))
+        accuracies.append(json.loads((tmp_path / "sweep" / str(seed) / "distillation.json").read_text())["accuracy_at"]["30"])
+    (row,) = gather([tmp_path / "sweep"])
+    assert row["method"].startswith("buffer sampling, c=8") and row["seeds"] == 2
+    assert row["30"] == pytest.approx(100 * (accuracies[0] + accuracies[1]) / 2)

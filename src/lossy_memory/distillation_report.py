@@ -46,8 +46,11 @@ def gather(folders: Sequence[Path]) -> list[dict]:
             raise SystemExit(f"{folder} is not a folder of distillation runs")
         for path in sorted(folder.rglob("distillation.json")):
             record = json.loads(path.read_text())
-            config = yaml.safe_load((path.parent / "config.yaml").read_text()) if (path.parent / "config.yaml").is_file() else {}
-            student = str(config.get("model", {}).get("student", {}).get("_target_", "LeNet5")).rsplit(".", 1)[-1]
+            if not (path.parent / "config.yaml").is_file():
+                raise SystemExit(f"{path}: no config.yaml beside it (every lossy_memory.train run writes one), so its student "
+                                 "network is unknown: report runs made by lossy_memory.train")
+            config = yaml.safe_load((path.parent / "config.yaml").read_text())
+            student = str(config["model"]["student"]["_target_"]).rsplit(".", 1)[-1]
             runs.setdefault(method_name(record, student), []).append(record)
     if not runs:
         raise SystemExit(f"no distillation.json under {', '.join(map(str, folders))}: run +experiment=mnist_distill first")
