@@ -102,3 +102,14 @@ def test_an_error_wrapped_by_hydra_instantiate_is_one_line_too(real_data_dir, tm
                              f"paths.log_dir={tmp_path / 'outputs'}"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: strategy.steps (N, updates per incoming batch) must be an integer >= 1")
+
+
+def test_the_progress_bar_shows_no_negative_epoch_count_without_an_epoch_limit():
+    from types import SimpleNamespace
+
+    from lossy_memory.callbacks import ProgressBar
+
+    bar = ProgressBar()
+    for max_epochs, expected in ((-1, "Epoch 3"), (10, "Epoch 3/9")):
+        bar._trainer = SimpleNamespace(max_epochs=max_epochs)
+        assert bar._get_train_description(3).strip() == expected
