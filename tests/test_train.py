@@ -21,7 +21,8 @@ def run_module(module, args, cwd, data_dir, timeout=600):
 
 def test_mnist_compression_end_to_end_then_evaluate(real_data_dir, tmp_path):
     run_dir = tmp_path / "run"
-    run_module("lossy_memory.train", ["+experiment=mnist_compression", "trainer=debug", "model.latent.c=38", f"hydra.run.dir={run_dir}"], tmp_path, real_data_dir)
+    trained = run_module("lossy_memory.train", ["+experiment=mnist_compression", "trainer=debug", "model.latent.c=38", f"hydra.run.dir={run_dir}"],
+                         tmp_path, real_data_dir)
 
     record = json.loads((run_dir / "run.json").read_text())
     assert record["storage"]["bits_per_item"] == 38
@@ -38,6 +39,8 @@ def test_mnist_compression_end_to_end_then_evaluate(real_data_dir, tmp_path):
     assert any(k.startswith("train/loss") for k in logged)
     test_distortion = next(float(r["test/distortion"]) for r in rows if r.get("test/distortion"))
     assert 0 < test_distortion < 0.5
+    results = json.loads((run_dir / "results.json").read_text())["metrics"]  # what the console summary shows, as JSON
+    assert results["test/distortion"] == pytest.approx(test_distortion) and f"Results of {run_dir}" in trained.stdout
 
     eval_dir = tmp_path / "eval"
     run_module("lossy_memory.evaluate", [f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", "+trainer.limit_test_batches=1", f"hydra.run.dir={eval_dir}"], tmp_path, real_data_dir)
