@@ -18,7 +18,14 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from lossy_memory.callbacks import RunRecord
 from lossy_memory.checkpoints import check_resume
 from lossy_memory.reports import write_json
-from lossy_memory.runtime import CONFIG_DIR, quiet_known_noise, register_resolvers, remove_fresh_run_dir, run_stamp, user_errors_reported
+from lossy_memory.runtime import (
+    CONFIG_DIR,
+    quiet_known_noise,
+    register_resolvers,
+    remove_fresh_run_dir,
+    run_stamp,
+    user_errors_reported,
+)
 
 register_resolvers()
 quiet_known_noise()
