@@ -6,6 +6,8 @@ the metric named by ``optimized_metric`` so sweepers can optimise it.
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import hydra
@@ -45,10 +47,29 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     return datamodule, model, trainer
 
 
+def parallel_jobs() -> tuple[int, int] | None:
+    """(jobs run at once, this job's number) when this run is a job of a multirun whose launcher runs jobs in parallel
+    (``hydra/launcher=joblib``), else None."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    launcher = hydra_cfg.get("launcher") or {}
+    if "Joblib" not in str(launcher.get("_target_", "")):
+        return None
+    n_jobs = int(launcher.get("n_jobs", -1))
+    return (os.cpu_count() or 1) if n_jobs < 1 else n_jobs, int(hydra_cfg.job.get("num") or 0)
+
+
 def set_cpu_threads(cfg: DictConfig) -> None:
-    """torch's CPU threads: ``cpu_threads`` when set; on a GPU run, 1 (the host only feeds the device, and several runs
-    side by side would otherwise each take every core); otherwise torch's default."""
+    """torch's CPU threads: ``cpu_threads`` when set; in a parallel multirun, the cores shared out over the jobs run at
+    once; on a GPU run, 1 (the host only feeds the device, and several runs side by side would otherwise each take
+    every core); otherwise torch's default."""
     threads = cfg.get("cpu_threads")
+    jobs = parallel_jobs()
+    if threads is None and jobs is not None:
+        threads = max(1, (os.cpu_count() or 1) // jobs[0])
     if threads is None and str(cfg.trainer.get("accelerator", "cpu")) in ("gpu", "cuda"):
         threads = 1
     if threads is None:
@@ -56,6 +77,15 @@ def set_cpu_threads(cfg: DictConfig) -> None:
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"cpu_threads must be an integer >= 1 or null, got {threads!r}")
     torch.set_num_threads(threads)
+
+
+def spread_over_gpus(cfg: DictConfig) -> None:
+    """In a parallel multirun on a machine with several GPUs, job k of a one-device run takes GPU k mod their count."""
+    jobs, count = parallel_jobs(), torch.cuda.device_count()
+    if jobs is None or count < 2 or str(cfg.trainer.get("accelerator")) not in ("gpu", "cuda") or cfg.trainer.get("devices") != 1:
+        return
+    with open_dict(cfg):
+        cfg.trainer.devices = [jobs[1] % count]
 
 
 def resume_in_its_run_dir(cfg: DictConfig) -> None:
@@ -78,8 +108,10 @@ def resume_in_its_run_dir(cfg: DictConfig) -> None:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and test) the configured run; returns every metric logged, as floats."""
+    quiet_known_noise()  # again here: a parallel launcher's worker processes do not import this module as __main__
     try:
         set_cpu_threads(cfg)
+        spread_over_gpus(cfg)
         resume_in_its_run_dir(cfg)
         if cfg.get("seed") is not None:
             L.seed_everything(cfg.seed, workers=True)
@@ -99,7 +131,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         finish_wandb_run(trainer, exit_code)
     metrics = {name: float(value) for name, value in metrics.items()}
     if trainer.is_global_zero:
-        write_json(Path(cfg.paths.output_dir) / "results.json", {"task_name": cfg.get("task_name"), "metrics": metrics})
+        write_json(Path(cfg.paths.output_dir) / "results.json", {"task_name": cfg.get("task_name"), "metrics": metrics,
+                                                                  "finished": time.time()})
         print(summary(metrics, cfg.paths.output_dir), flush=True)
     return metrics
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.utilities import rank_zero_only
 
 from lossy_memory.reports import write_json
@@ -41,7 +43,8 @@ class RunRecord(L.Callback):
 
         self.output_dir.mkdir(parents=True, exist_ok=True)
         (self.output_dir / "config.yaml").write_text(yaml.safe_dump(self.config, sort_keys=False))
-        record = {"git": git_state(), "world_size": trainer.world_size, **self.extra}
+        self.extra.setdefault("started", time.time())
+        record = {"git": git_state(), "world_size": trainer.world_size, "torch_threads": torch.get_num_threads(), **self.extra}
         if hasattr(pl_module, "storage_report"):
             record["storage"] = pl_module.storage_report()
         write_json(self.output_dir / "run.json", record)

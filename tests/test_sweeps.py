@@ -1,0 +1,24 @@
+"""Sweeps on one machine: hydra/launcher=joblib runs a multirun's jobs at once, the cores shared out between them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+
+def test_a_multirun_runs_its_jobs_in_parallel_with_the_cores_shared_out(real_data_dir, tmp_path):
+    sweep = tmp_path / "sweep"
+    env = {"LOSSY_MEMORY_DATA_DIR": str(real_data_dir), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    args = ["-m", "+experiment=mnist_compression", "trainer=debug", "model.latent.c=4,8", "callbacks.rich_progress_bar=null",
+            "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}"]
+    result = subprocess.run([sys.executable, "-m", "lossy_memory.train", *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = [json.loads((sweep / str(k) / "run.json").read_text()) for k in (0, 1)]
+    results = [json.loads((sweep / str(k) / "results.json").read_text()) for k in (0, 1)]
+    assert [r["storage"]["bits_per_item"] for r in runs] == [4, 8] and all("test/distortion" in r["metrics"] for r in results)
+    assert all(r["torch_threads"] == max(1, (os.cpu_count() or 1) // 2) for r in runs)  # 2 jobs share the cores
+    assert max(r["started"] for r in runs) < min(r["finished"] for r in results)  # the two jobs trained at the same time
+    assert "Tip:" not in result.stderr and "LeafSpec" not in result.stderr  # the workers are as quiet as a single run
