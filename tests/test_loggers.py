@@ -6,6 +6,8 @@ Nothing here may reach the network: W&B's server address points at a closed loca
 
 from __future__ import annotations
 
+import json
+
 import struct
 import subprocess
 import sys
@@ -62,6 +64,10 @@ def offline_run(folder: Path) -> dict:
             found["exit_code"] = record.exit.exit_code
         elif kind == "history":
             found["history_keys"] |= {item.key or item.nested_key[0] for item in record.history.item}
+        elif kind == "config":
+            found.setdefault("config", {}).update({item.key: json.loads(item.value_json) for item in record.config.update})
+        elif kind == "summary":
+            found.setdefault("summary", {}).update({item.key: json.loads(item.value_json) for item in record.summary.update})
     return found
 
 
@@ -106,6 +112,10 @@ def test_wandb_without_key_logs_offline_into_the_run_dir_with_image_grids(tmp_pa
     assert grids, "ReconstructionGrid saved no grid"
     assert len(list((run["dir"] / "files" / "media" / "images" / "val").glob("reconstructions_*.png"))) == len(grids)
     assert "val/reconstructions" in run["history_keys"] and "test/distortion" in run["history_keys"]
+    assert run["config"]["model"]["latent"]["c"] == cfg.model.latent.c and run["config"]["seed"] == cfg.seed  # runs filter by setting
+    results = json.loads((run_dir / "results.json").read_text())["metrics"]
+    assert run["summary"]["test/distortion"] == pytest.approx(results["test/distortion"])  # the final figure in the summary
+    assert (run_dir / "csv" / "metrics.csv").is_file()  # logger=wandb keeps the CSV the reports read
     assert not (tmp_path / "wandb").exists(), "W&B wrote outside the run directory"
 
 

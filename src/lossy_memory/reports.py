@@ -130,8 +130,9 @@ def write_continual_results(folder: Path, record: Mapping[str, Any], loggers: Se
     write_json(folder / "continual.json", record)
     matrix = record["accuracy_matrix"]
     for logger in loggers:
-        if hasattr(logger, "log_table"):  # W&B
+        if hasattr(logger, "log_table"):  # W&B: the matrix as a table and its heatmap
             logger.log_table("cl/accuracy_matrix", columns=[f"task {j}" for j in range(len(matrix))], data=matrix)
+            logger.log_image("cl/accuracy_matrix_heatmap", [str(folder / "accuracy_matrix.png")])
         elif hasattr(getattr(logger, "experiment", None), "add_text"):  # TensorBoard
             logger.experiment.add_text("cl/accuracy_matrix", (folder / "accuracy_matrix.csv").read_text())
 

@@ -43,6 +43,8 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
     callbacks.append(RunRecord(resolved, cfg.paths.output_dir))
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values() if c is not None]
+    for logger in loggers:  # the whole resolved config, so runs can be filtered and grouped by any setting (c, l, seed, lr)
+        logger.log_hyperparams(resolved)
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
     return datamodule, model, trainer
 
@@ -126,6 +128,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if cfg.get("test"):
             trainer.test(model, datamodule=datamodule)
             metrics.update(trainer.callback_metrics)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):  # the final figures in the run's summary: what W&B tables and sweeps show
+                logger.experiment.summary.update({name: float(value) for name, value in metrics.items()})
         exit_code = 0
     finally:
         finish_wandb_run(trainer, exit_code)
