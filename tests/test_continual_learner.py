@@ -128,3 +128,31 @@ def test_cifar100_lifelong_runs_on_cifar_format_files(tmp_path, one_thread):
     assert R.shape == (3, 3) and not R.isnan().any()
     assert metrics["cl/storage_budget_bits"] == 200 * (3 * 32 * 32 * 8 + 16)
     assert metrics["cl/storage_memory_items"] == 30  # every example of the 3 small tasks fits as 48-bit recollections
+
+
+@pytest.mark.parametrize("memory", [["memory=lossless"], ["memory=recollection", "memory.generator.hidden=8",
+                                                          # the generator's and the classifier's losses each leave the other's
+                                                          # parameters unused, which DDP must be told
+                                                          "trainer.strategy=ddp_find_unused_parameters_true"]])
+def test_under_ddp_the_processes_share_the_runs_budget(memory, tmp_path):
+    """Two CPU processes: each keeps half the run's bits, and what the run reports is their sum, within the budget."""
+    import subprocess
+    import sys
+
+    from data_formats import write_mnist
+
+    write_mnist(tmp_path / "data", train_per_class=20, test_per_class=5)
+    args = ["+experiment=mnist_split_lifelong", "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "data.num_tasks=2",
+            "data.batch_size=10", f"paths.data_dir={tmp_path / 'data'}", "data.download=false", "callbacks.rich_progress_bar=null",
+            "memory.lossless_equivalent=4", *memory, f"hydra.run.dir={tmp_path / 'run'}"]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "lossy_memory.train", *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "continual.json").read_text())["metrics"]
+    budget = 4 * (784 * 8 + 16)
+    assert metrics["storage_budget_bits"] == budget and metrics["storage_memory_bits"] <= budget
+    if memory[0] == "memory=lossless":  # each process: half the bits' worth of images (2 of the run's 4)
+        assert metrics["storage_memory_items"] == 2 * ((budget // 2) // (784 * 8 + 16)) == 4
+    else:  # 232 codes of 54 bits fit each half: both shards' 40 examples are kept, and counted once each
+        assert metrics["storage_memory_items"] == 80 and metrics["storage_memory_bits"] == 80 * (38 + 16)

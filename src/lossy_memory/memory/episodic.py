@@ -131,12 +131,15 @@ class EpisodicMemory(nn.Module):
 
     # -- shape and budget ---------------------------------------------------------------------------------
     def build(self, image_shape: Sequence[int], num_classes: int, num_tasks: int, layout: str | None = None,
-              attributes: Attributes | None = None, who: str = "this strategy", stream_classes: int | None = None) -> None:
+              attributes: Attributes | None = None, who: str = "this strategy", stream_classes: int | None = None,
+              ranks: int = 1) -> None:
         """Fix the shapes and check that the budget holds at least one item per store (ValueError otherwise).
 
         ``layout``: the grouping a strategy needs (None: the configured one); ``attributes``: the per-slot attributes
         it keeps with every item (paid from the budget); ``stream_classes``: the classes the stream holds (what a
-        per-class layout splits the budget over; None: ``num_classes``)."""
+        per-class layout splits the budget over; None: ``num_classes``). ``ranks``: the processes of a DDP run, each
+        keeping a memory of its shard: the budget is the run's, so each keeps ``1/ranks`` of it (``budget_bits`` is
+        this process's share, ``run_budget_bits`` the run's), and equal bits hold across device counts."""
         if layout is not None and layout != self.layout:
             if self.layout != "shared":  # "shared" is the default: a strategy's own grouping replaces it
                 raise ValueError(f"{who} keeps its memory {layout.replace('_', ' ')}, but memory.layout={self.layout}: "
@@ -161,6 +164,10 @@ class EpisodicMemory(nn.Module):
             if self.budget_bits <= 0:
                 raise ValueError(f"total constraint: the generator's parameters take {self.generator_bits()} bits, the whole budget "
                                  f"is {total:.0f}: raise the budget or shrink the generator (memory.generator.hidden, latent c)")
+        if isinstance(ranks, bool) or int(ranks) != ranks or ranks < 1:
+            raise ValueError(f"ranks must be an integer >= 1, got {ranks!r}")
+        self.run_budget_bits, self.ranks = self.budget_bits, int(ranks)
+        self.budget_bits = self.run_budget_bits / self.ranks
         self.stores, self._rng = {}, torch.Generator().manual_seed(self.seed)
         share = self.store_budget()
         try:
@@ -168,6 +175,7 @@ class EpisodicMemory(nn.Module):
         except ValueError as error:
             stores = {"shared": 1, "per_task": self.num_tasks, "per_class": self.stream_classes}[self.layout]
             where = {"per_task": f" per task ({stores} tasks)", "per_class": f" per class ({stores} classes)"}.get(self.layout, "")
+            where += f" per process ({self.ranks} processes share the run's)" if self.ranks > 1 else ""
             least = ""
             if self.lossless_equivalent is not None and self.kind == "lossless" and not self.count_generator:
                 per_image = lossless_bits(self.image_shape, self.num_classes, self.num_tasks)

@@ -85,6 +85,7 @@ class ContinualLearner(L.LightningModule):
         self.task_classes: list[tuple[int, ...]] = []
         self.current_task = -1
         self._plain = False  # plain 32-bit precision on one device (set at fit start)
+        self._stored: tuple[int, int] | None = None  # (bits, items) of every process's memory, counted at the end
         self.evaluator: ContinualEvaluator | None = None  # made at setup, once the stream is known
         self.results: dict[str, Any] = {}
         self._start_time: float | None = None
@@ -120,7 +121,8 @@ class ContinualLearner(L.LightningModule):
         if stage == "fit" and self.trainer.max_epochs not in (1, None):
             raise ValueError(f"a task stream is seen once: set trainer.max_epochs=1 (got {self.trainer.max_epochs})")
         self.task_classes = [tuple(c) for c in datamodule.task_classes]
-        self.step.prepare(self.net, self.image_shape, self.num_classes, self.task_classes, datamodule.task_train_set)
+        self.step.prepare(self.net, self.image_shape, self.num_classes, self.task_classes, datamodule.task_train_set,
+                          ranks=self.trainer.world_size)
         self.evaluator = ContinualEvaluator(self.task_classes, self.task_test_batches, getattr(datamodule, "retention_task", None),
                                             getattr(datamodule, "retention_interval", None))
 
@@ -222,15 +224,25 @@ class ContinualLearner(L.LightningModule):
 
     # -- results -----------------------------------------------------------------------------------------------------
     def storage_report(self) -> dict[str, float]:
-        memory_bits = 0 if self.memory is None else self.memory.bits_used()
+        """The run's storage: under DDP, every process's memory summed (as the last ``count_stored`` found it)."""
+        memory_bits, items = self._stored if self._stored is not None else self.count_stored(reduce=False)
         generator_bits = 0 if self.memory is None else self.memory.generator_bits()
         report = {"memory_bits": memory_bits, "generator_parameter_bits": generator_bits,
-                  "total_bits": memory_bits + generator_bits, "memory_items": 0 if self.memory is None else len(self.memory)}
+                  "total_bits": memory_bits + generator_bits, "memory_items": items}
         if self.memory is not None and self.memory.image_shape is not None:
-            report["budget_bits"] = self.memory.budget_bits
+            report["budget_bits"] = self.memory.run_budget_bits
         return report
 
+    def count_stored(self, reduce: bool = True) -> tuple[int, int]:
+        """(bits, items) stored, summed over the processes when ``reduce`` (a collective: every process calls it)."""
+        local = (0, 0) if self.memory is None else (self.memory.bits_used(), len(self.memory))
+        if not reduce or self.trainer.world_size == 1:
+            return local
+        total = self.trainer.strategy.reduce(torch.tensor(local, dtype=torch.int64, device=self.device), reduce_op="sum")
+        return int(total[0]), int(total[1])
+
     def finish(self) -> None:
+        self._stored = self.count_stored()  # every process is here: the run's storage, summed once
         results: dict[str, Any] = {**self.evaluator.metrics(), "examples_seen": self.examples_seen}
         results["wall_time_s"] = time.perf_counter() - (self._start_time or time.perf_counter())
         results["peak_memory_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -238,7 +250,9 @@ class ContinualLearner(L.LightningModule):
             results["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
         results.update({f"storage_{k}": float(v) for k, v in self.storage_report().items()})
         self.results = results
-        self.log_dict({f"cl/{k}": float(v) for k, v in results.items() if not math.isnan(float(v))}, on_epoch=True, batch_size=1)
+        # the same on every process (R from the whole test sets, storage summed): sync_dist averages equal values
+        self.log_dict({f"cl/{k}": float(v) for k, v in results.items() if not math.isnan(float(v))}, on_epoch=True, batch_size=1,
+                      sync_dist=True)
         if self.trainer.is_global_zero:
             record = {**self.evaluator.record(results), "setting": self.setting()}
             write_continual_results(self.output_dir or Path(self.trainer.default_root_dir), record, self.loggers)
@@ -246,7 +260,7 @@ class ContinualLearner(L.LightningModule):
     def setting(self) -> dict[str, str]:
         """What the run compares, in words (plot titles, summaries)."""
         memory = "no memory" if self.memory is None else (
-            f"{self.memory.kind} memory, {len(self.memory):,} items in {self.memory.budget_bits:,.0f} bits")
+            f"{self.memory.kind} memory, {self.storage_report()['memory_items']:,} items in {self.memory.run_budget_bits:,.0f} bits")
         return {"strategy": type(self.strategy).__name__, "memory": memory}
 
     # -- checkpoints ----------------------------------------------------------------------------------------------------

@@ -49,12 +49,13 @@ class ContinualStep:
         return self.memory is not None and self.memory.online is not None and self.generator_steps > 0
 
     def prepare(self, net: torch.nn.Module, image_shape: Sequence[int], num_classes: int, task_classes: Sequence[Sequence[int]],
-                task_train_set: Callable[[int], Any] | None = None) -> None:
-        """Build the memory for the stream as the strategy needs it, then set the strategy up (ValueError on bad input)."""
+                task_train_set: Callable[[int], Any] | None = None, ranks: int = 1) -> None:
+        """Build the memory for the stream as the strategy needs it (``ranks``: DDP processes sharing its budget), then
+        set the strategy up (ValueError on bad input)."""
         if self.memory is not None:
             self.memory.build(image_shape, num_classes, len(task_classes), layout=self.strategy.memory_layout,
                               attributes=self.strategy.item_attributes(num_classes), who=type(self.strategy).__name__,
-                              stream_classes=len({c for classes in task_classes for c in classes}))
+                              stream_classes=len({c for classes in task_classes for c in classes}), ranks=ranks)
         self.strategy.setup(StrategyContext(net=net, optimizer=None, num_classes=num_classes, task_classes=task_classes,
                                             memory=self.memory, backward=self.backward, task_train_set=task_train_set))
 
