@@ -639,3 +639,18 @@ def test_a_failing_encoder_leaves_the_buffer_and_its_draws_unchanged():
         buffer.add_encoded(torch.rand(40, 1, 2, 2), lambda x: x[:1], torch.zeros(40, dtype=torch.long), 0)
     after = buffer.state_dict()
     assert after["num_seen"] == state["num_seen"] and after["insert_rng"].equal(state["insert_rng"])
+
+
+@pytest.mark.parametrize("make", [lambda: RecollectionBuffer(38, 2, budget_bits=100_000), lambda: LosslessBuffer((1, 2, 2), capacity=9),
+                                  lambda: MixedBuffer(38, 2, (1, 28, 28), budget_bits=100_000, lossy_fraction=0.5)])
+def test_a_buffer_shared_out_between_processes_keeps_its_share_of_the_budget(make):
+    whole, half = make(), make()
+    half.share(2)
+    assert half.capacity <= whole.capacity // 2 + 1 and 2 * half.capacity <= whole.capacity + 1
+    if getattr(whole, "budget_bits", None) is not None:
+        assert half.budget_bits == whole.budget_bits / 2
+    codes = torch.zeros(1, 38, dtype=torch.long)
+    items = {LosslessBuffer: torch.zeros(1, 1, 2, 2, dtype=torch.uint8), MixedBuffer: (torch.zeros(1, 1, 28, 28), codes)}
+    half.add(items.get(type(half), codes), torch.zeros(1, dtype=torch.long), 0)
+    with pytest.raises(ValueError, match="before anything is stored"):
+        half.share(2)

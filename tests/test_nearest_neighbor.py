@@ -171,6 +171,7 @@ def test_ddp_ranks_keep_and_restore_their_own_buffers(tmp_path):
 
     ranks = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]["RecollectionWriter"]["ranks"]
     assert [state["num_seen"] for state in ranks] == [80, 80]
+    assert [state["config"]["capacity"] for state in ranks] == [30000, 30000]  # the run's 60,000 codes, half per process
     assert sorted(torch.cat([state["labels"] for state in ranks]).tolist()) == sorted(written["train"].labels.tolist())
     original, again = (json.loads((tmp_path / run / "nearest_neighbor.json").read_text()) for run in ("run", "resumed"))
     assert original["buffer_items"] == 160 and original["num_samples"] == 64 and original["reference_items"] == 160

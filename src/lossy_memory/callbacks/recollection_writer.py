@@ -74,6 +74,7 @@ class RecollectionWriter(L.Callback):
         self.generator_optimizer: torch.optim.Optimizer | None = None
         self._optimizer_state: dict[str, Any] | None = None  # from a checkpoint, loaded once the optimizer exists
         self.seed: int | None = getattr(buffer, "seed", None)  # rank r's buffer runs on seed + r
+        self._shared = False  # whether the buffer has been cut to this process's share of the budget
 
     @property
     def trains_generator(self) -> bool:
@@ -85,6 +86,9 @@ class RecollectionWriter(L.Callback):
             self.build_memory(trainer, pl_module)
             return
         self.seed_for_rank(trainer.global_rank)
+        if trainer.world_size > 1 and not self._shared:  # the budget is the run's: each process keeps its share
+            self.buffer.share(trainer.world_size)
+            self._shared = True
         if stage == "fit" and not isinstance(self.buffer, LosslessBuffer) and not callable(getattr(pl_module, "encode", None)):
             raise ValueError(f"{type(self.buffer).__name__} stores codes, but {type(pl_module).__name__} has no encode(x) -> codes")
 

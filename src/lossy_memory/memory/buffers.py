@@ -130,6 +130,10 @@ class ExperienceBuffer(ABC):
         """n stored items drawn uniformly with replacement ("buffer sampling")."""
 
     @abstractmethod
+    def share(self, ranks: int) -> None:
+        """Keep 1/``ranks`` of the budget: one DDP process's share of the run's (before anything is stored)."""
+
+    @abstractmethod
     def decode(self, decoder_fn: Decoder | None, data: Any, batch_size: int = 1024) -> torch.Tensor:
         """Images in [0, 1] for sampled ``data``, decoding in batches without gradients."""
 
@@ -188,19 +192,38 @@ class ReservoirBuffer(ExperienceBuffer):
         self.item_bits = int(payload_bits) + label_task_bits(num_classes, num_tasks) + attribute_bits(self.attribute_specs)
         if (capacity is None) == (budget_bits is None):
             raise ValueError(f"give exactly one of capacity and budget_bits, got capacity={capacity}, budget_bits={budget_bits}")
+        self.budget_bits, self._packed_bits = budget_bits, int(packed_bits)
         if capacity is None:
             capacity = capacity_for_budget(budget_bits, self.item_bits, packed_bits)
         elif isinstance(capacity, bool) or int(capacity) != capacity or capacity < 1:
             raise ValueError(f"capacity must be an integer >= 1, got {capacity!r}")
-        self._capacity = int(capacity)
         self.device = torch.device(device)
         self.reseed(seed)
+        self._allocate(int(capacity))
+
+    def _allocate(self, capacity: int) -> None:
+        """Empty storage for ``capacity`` items."""
+        self._capacity = capacity
         self._payload = self._empty_payload()
         self._labels = torch.zeros(self._capacity, dtype=self.label_dtype, device=self.device)
         self._tasks = torch.zeros(self._capacity, dtype=self.task_dtype, device=self.device)
         self._attributes = {k: torch.zeros(self._capacity, *shape, dtype=dtype, device=self.device)
                             for k, (shape, dtype) in self.attribute_specs.items()}
         self._num_seen = 0
+
+    def share(self, ranks: int) -> None:
+        """Keep 1/``ranks`` of the budget (or of the capacity, for a buffer sized in items): the share of one of the
+        ``ranks`` DDP processes that fill a buffer each from their shard, so that the run stores what one process would.
+        Only before anything is stored."""
+        if len(self):
+            raise ValueError("a buffer is shared out between processes before anything is stored in it")
+        if self.budget_bits is not None:
+            self.budget_bits = self.budget_bits / ranks
+            self._allocate(capacity_for_budget(self.budget_bits, self.item_bits, self._packed_bits))
+        elif self._capacity < ranks:
+            raise ValueError(f"a buffer of {self._capacity} items cannot be shared out between {ranks} processes: raise its capacity")
+        else:
+            self._allocate(self._capacity // ranks)
 
     # -- how items are stored (subclasses) ------------------------------------------------------------
     @abstractmethod
@@ -748,6 +771,10 @@ class MixedBuffer(ExperienceBuffer):
     @property
     def device(self) -> torch.device:
         return self.lossy.device
+
+    def share(self, ranks: int) -> None:
+        self.lossy.share(ranks)
+        self.lossless.share(ranks)
 
     @property
     def num_seen(self) -> int:
