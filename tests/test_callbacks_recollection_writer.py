@@ -266,8 +266,17 @@ def test_under_a_total_constraint_the_generator_parameters_are_counted_too():
 
 
 # -- DDP: rank r's buffer runs on seed + r ----------------------------------------------------------------
-def rank_trainer(rank: int) -> SimpleNamespace:
-    return SimpleNamespace(global_rank=rank)
+def rank_trainer(rank: int, world_size: int = 1) -> SimpleNamespace:
+    """What setup reads of a trainer (the reseeding tests keep one process's budget: the split is tested below)."""
+    return SimpleNamespace(global_rank=rank, world_size=world_size)
+
+
+def test_each_process_keeps_its_share_of_the_runs_buffer_once():
+    writer = RecollectionWriter(RecollectionBuffer(6, 2, capacity=10, seed=5), when="stream")
+    writer.setup(rank_trainer(1, world_size=2), TinyCoder(), "fit")
+    assert writer.buffer.capacity == 5
+    writer.setup(rank_trainer(1, world_size=2), TinyCoder(), "test")  # a later stage keeps the share it has
+    assert writer.buffer.capacity == 5
 
 
 def test_each_rank_gets_seed_plus_rank_so_identical_buffers_draw_independently():
