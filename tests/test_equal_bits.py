@@ -54,6 +54,7 @@ def test_every_memory_gets_the_synthetic_sets_bits(real_data_dir, tmp_path, gene
     assert recollections["items"] == 300  # the whole buffer: 125,520 bits would pay for 5,230 codes of 24 bits
     assert recollections["bits"] == 300 * (8 + 16)
     assert all(0 <= r["accuracy_mean"] <= 1 and r["networks"] == 2 for r in report["rows"])
+    assert lossless["accuracy_mean"] > 0.15  # 19 real digits teach far more than chance (0.1)
     assert synthetic["epochs"] == 20 and lossless["epochs"] == 20  # one batch each: 20 epochs = 20 steps
     saved = json.loads((tmp_path / "run" / "equal_bits.json").read_text())
     assert saved["rows"] == report["rows"] and (tmp_path / "run" / "equal_bits.csv").is_file()

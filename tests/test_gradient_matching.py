@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import shutil
 
 import pytest
@@ -149,7 +150,9 @@ def test_condense_experiment_runs_end_to_end_and_saves_the_set(real_data_dir, tm
     assert synthetic.images.shape == (10, 1, 28, 28) and synthetic.labels.tolist() == list(range(10))
     assert synthetic.extras["iterations"] == 2
     assert (tmp_path / "run" / "synthetic" / "synthetic_set.png").is_file()
-    assert (tmp_path / "run" / "synthetic" / "evaluation.json").is_file()
+    evaluation = json.loads((tmp_path / "run" / "synthetic" / "evaluation.json").read_text())
+    accuracies = evaluation["eval_net"]["accuracies"]  # one per fresh network: what test/accuracy averages
+    assert len(accuracies) == 2 and metrics["test/accuracy"] == pytest.approx(sum(accuracies) / 2)
 
 
 def test_crossarch_experiment_builds_every_evaluator(tmp_path):
