@@ -22,3 +22,30 @@ def test_a_multirun_runs_its_jobs_in_parallel_with_the_cores_shared_out(real_dat
     assert all(r["torch_threads"] == max(1, (os.cpu_count() or 1) // 2) for r in runs)  # 2 jobs share the cores
     assert max(r["started"] for r in runs) < min(r["finished"] for r in results)  # the two jobs trained at the same time
     assert "Tip:" not in result.stderr and "LeafSpec" not in result.stderr  # the workers are as quiet as a single run
+
+
+def test_the_slurm_launcher_composes_with_the_clusters_settings(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from lossy_memory.runtime import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", ["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "+experiment=mnist_split_lifelong"],
+                      return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert (launcher.partition, launcher.gpus_per_node, launcher.array_parallelism) == ("gpu", 1, 64)
+
+
+def test_submitits_local_executor_runs_a_two_job_sweep_end_to_end(real_data_dir, tmp_path):
+    """The submitit path a SLURM sweep takes (pickled job, its own process, results collected), on this machine."""
+    sweep = tmp_path / "sweep"
+    env = {"LOSSY_MEMORY_DATA_DIR": str(real_data_dir), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    args = ["-m", "+experiment=mnist_compression", "trainer=debug", "model.latent.c=4,8", "callbacks.rich_progress_bar=null",
+            "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", f"hydra.sweep.dir={sweep}"]
+    result = subprocess.run([sys.executable, "-m", "lossy_memory.train", *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = [json.loads((sweep / str(k) / "run.json").read_text()) for k in (0, 1)]
+    assert [r["storage"]["bits_per_item"] for r in runs] == [4, 8]
+    assert all("test/distortion" in json.loads((sweep / str(k) / "results.json").read_text())["metrics"] for k in (0, 1))
