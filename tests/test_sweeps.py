@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 
 def test_a_multirun_runs_its_jobs_in_parallel_with_the_cores_shared_out(real_data_dir, tmp_path):
     sweep = tmp_path / "sweep"
@@ -49,3 +51,26 @@ def test_submitits_local_executor_runs_a_two_job_sweep_end_to_end(real_data_dir,
     runs = [json.loads((sweep / str(k) / "run.json").read_text()) for k in (0, 1)]
     assert [r["storage"]["bits_per_item"] for r in runs] == [4, 8]
     assert all("test/distortion" in json.loads((sweep / str(k) / "results.json").read_text())["metrics"] for k in (0, 1))
+
+
+LAUNCHERS = {  # what each sets for process 3 of 4 (2 nodes x 2 devices)
+    "SLURMEnvironment": {"SLURM_NTASKS": "4", "SLURM_NTASKS_PER_NODE": "2", "SLURM_PROCID": "3", "SLURM_LOCALID": "1", "SLURM_NODEID": "1",
+                         "SLURM_JOB_NAME": "lossy", "SLURM_JOB_ID": "123", "SLURM_NODELIST": "node[1-2]"},
+    "TorchElasticEnvironment": {"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1", "GROUP_RANK": "1", "TORCHELASTIC_RUN_ID": "lossy",
+                                "MASTER_ADDR": "node1", "MASTER_PORT": "29500"},
+}
+
+
+@pytest.mark.parametrize("environment", sorted(LAUNCHERS))
+def test_a_multinode_ddp_run_takes_its_ranks_from_slurm_or_torchrun(environment, tmp_path, monkeypatch):
+    from hydra.utils import instantiate
+
+    from conftest import compose_config
+
+    for name, value in LAUNCHERS[environment].items():
+        monkeypatch.setenv(name, value)
+    cfg = compose_config(["+experiment=mnist_compression", "trainer=ddp_multinode", "trainer.accelerator=cpu", "trainer.devices=2"],
+                         tmp_path / "run")
+    trainer = instantiate(cfg.trainer)
+    assert type(trainer.strategy.cluster_environment).__name__ == environment
+    assert (trainer.num_nodes, trainer.world_size, trainer.global_rank, trainer.node_rank, trainer.local_rank) == (2, 4, 3, 1, 1)
