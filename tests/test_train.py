@@ -41,6 +41,7 @@ def test_mnist_compression_end_to_end_then_evaluate(real_data_dir, tmp_path):
     assert 0 < test_distortion < 0.5
     results = json.loads((run_dir / "results.json").read_text())["metrics"]  # what the console summary shows, as JSON
     assert results["test/distortion"] == pytest.approx(test_distortion) and f"Results of {run_dir}" in trained.stdout
+    assert f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}" in trained.stdout  # how to resume it
 
     eval_dir = tmp_path / "eval"
     run_module("lossy_memory.evaluate", [f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", "+trainer.limit_test_batches=1", f"hydra.run.dir={eval_dir}"], tmp_path, real_data_dir)

@@ -144,7 +144,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 def summary(metrics: dict[str, float], output_dir: str) -> str:
     """The run's results as a user reads them at the end (all of them are in ``results.json``): its final figures (not
-    per-step or per-task ones) and where its files are; a continual stream cut short says so."""
+    per-step or per-task ones), where its files are and how to resume it; a continual stream cut short says so."""
     lines = [f"Results of {output_dir}:"]
     if metrics.get("cl/finished") == 0.0:
         lines.append(f"  the stream did not finish: {metrics['cl/tasks_trained']:.0f} of {metrics['cl/num_tasks']:.0f} tasks trained, "
@@ -152,6 +152,9 @@ def summary(metrics: dict[str, float], output_dir: str) -> str:
     shown = sorted(k for k in metrics if not k.startswith("train/") and "/after_task/" not in k and not k.endswith("_step"))
     width = max((len(k) for k in shown), default=0)
     lines += [f"  {k:<{width}}  {metrics[k]:.6g}" for k in shown]
+    last = Path(output_dir) / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        lines.append(f"To resume or extend it: the same command with ckpt_path={last}")
     return "\n".join(lines)
 
 
