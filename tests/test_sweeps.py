@@ -1,4 +1,4 @@
-"""Sweeps on one machine: hydra/launcher=joblib runs a multirun's jobs at once, the cores shared out between them."""
+"""Sweeps and scale: jobs in parallel on one machine (joblib), through submitit (as on SLURM), and multi-node DDP ranks."""
 
 from __future__ import annotations
 
@@ -10,17 +10,24 @@ import sys
 import pytest
 
 
-def test_a_multirun_runs_its_jobs_in_parallel_with_the_cores_shared_out(real_data_dir, tmp_path):
+def sweep_two_jobs(launcher: list[str], data_dir, tmp_path, threads: str | None = None):
+    """A 2-job compression sweep (c=4 and c=8, a few debug steps) through ``launcher``: (the jobs' run.json, their
+    results.json, the process result), after checking each job finished with its own c."""
     sweep = tmp_path / "sweep"
-    env = {"LOSSY_MEMORY_DATA_DIR": str(real_data_dir), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    args = ["-m", "+experiment=mnist_compression", "trainer=debug", "model.latent.c=4,8", "callbacks.rich_progress_bar=null",
-            "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"hydra.sweep.dir={sweep}"]
+    env = {"LOSSY_MEMORY_DATA_DIR": str(data_dir), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)} | ({"OMP_NUM_THREADS": threads} if threads else {})
+    args = ["-m", "+experiment=mnist_compression", "trainer=debug", "model.latent.c=4,8", "callbacks.rich_progress_bar=null", *launcher,
+            f"hydra.sweep.dir={sweep}"]
     result = subprocess.run([sys.executable, "-m", "lossy_memory.train", *args], cwd=tmp_path, env=env, capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     runs = [json.loads((sweep / str(k) / "run.json").read_text()) for k in (0, 1)]
     results = [json.loads((sweep / str(k) / "results.json").read_text()) for k in (0, 1)]
     assert [r["storage"]["bits_per_item"] for r in runs] == [4, 8] and all("test/distortion" in r["metrics"] for r in results)
+    return runs, results, result
+
+
+def test_a_multirun_runs_its_jobs_in_parallel_with_the_cores_shared_out(real_data_dir, tmp_path):
+    runs, results, result = sweep_two_jobs(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], real_data_dir, tmp_path)
     assert all(r["torch_threads"] == max(1, (os.cpu_count() or 1) // 2) for r in runs)  # 2 jobs share the cores
     assert max(r["started"] for r in runs) < min(r["finished"] for r in results)  # the two jobs trained at the same time
     assert "Tip:" not in result.stderr and "LeafSpec" not in result.stderr  # the workers are as quiet as a single run
@@ -41,16 +48,7 @@ def test_the_slurm_launcher_composes_with_the_clusters_settings(tmp_path):
 
 def test_submitits_local_executor_runs_a_two_job_sweep_end_to_end(real_data_dir, tmp_path):
     """The submitit path a SLURM sweep takes (pickled job, its own process, results collected), on this machine."""
-    sweep = tmp_path / "sweep"
-    env = {"LOSSY_MEMORY_DATA_DIR": str(real_data_dir), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "OMP_NUM_THREADS": "1"}
-    args = ["-m", "+experiment=mnist_compression", "trainer=debug", "model.latent.c=4,8", "callbacks.rich_progress_bar=null",
-            "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", f"hydra.sweep.dir={sweep}"]
-    result = subprocess.run([sys.executable, "-m", "lossy_memory.train", *args], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    runs = [json.loads((sweep / str(k) / "run.json").read_text()) for k in (0, 1)]
-    assert [r["storage"]["bits_per_item"] for r in runs] == [4, 8]
-    assert all("test/distortion" in json.loads((sweep / str(k) / "results.json").read_text())["metrics"] for k in (0, 1))
+    sweep_two_jobs(["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"], real_data_dir, tmp_path, threads="1")
 
 
 LAUNCHERS = {  # what each sets for process 3 of 4 (2 nodes x 2 devices)
