@@ -78,20 +78,26 @@ def stored_run_config(ckpt_path: str | Path, checkpoint: dict[str, Any] | None =
     return OmegaConf.create(checkpoint["run_config"])
 
 
-def shortened_run(run_config: DictConfig, checkpoint: dict[str, Any]) -> str | None:
-    """Why the run that wrote a checkpoint did not train its configured length (a debug run, an unfinished one), or None."""
-    trainer = run_config.get("trainer") or {}
-    limit, max_steps, max_epochs = trainer.get("limit_train_batches"), trainer.get("max_steps"), trainer.get("max_epochs")
-    if trainer.get("fast_dev_run"):
+def shortened(limit_train_batches: Any, max_steps: Any, fast_dev_run: Any, epochs_done: int | None, max_epochs: Any) -> str | None:
+    """Why a run did not train its configured length (a debug run, an unfinished one), or None: the one test that
+    decides both whether a run publishes its checkpoint and whether another run may build on it."""
+    if fast_dev_run:
         return "fast_dev_run"
-    if limit not in (None, 1, 1.0):
-        return f"limit_train_batches={limit}"
+    if limit_train_batches not in (None, 1, 1.0):
+        return f"limit_train_batches={limit_train_batches}"
     if max_steps not in (None, -1):
         return f"max_steps={max_steps}"
-    epoch = checkpoint.get("epoch")
-    if max_epochs and max_epochs > 0 and epoch is not None and epoch + 1 < max_epochs:
-        return f"saved after epoch {epoch + 1} of {max_epochs}"
+    if max_epochs and max_epochs > 0 and epochs_done is not None and epochs_done < max_epochs:
+        return f"stopped after {epochs_done} of {max_epochs} epochs"
     return None
+
+
+def shortened_run(run_config: DictConfig, checkpoint: dict[str, Any]) -> str | None:
+    """``shortened`` for the run that wrote a checkpoint: its stored trainer settings and the epoch it was saved at."""
+    trainer = run_config.get("trainer") or {}
+    epoch = checkpoint.get("epoch")
+    return shortened(trainer.get("limit_train_batches"), trainer.get("max_steps"), trainer.get("fast_dev_run"),
+                     None if epoch is None else epoch + 1, trainer.get("max_epochs"))
 
 
 def provenance(ckpt_path: str | Path, run_config: DictConfig) -> dict[str, Any]:

@@ -103,8 +103,10 @@ def register_resolvers() -> None:
             OmegaConf.register_new_resolver(name, resolver)
 
 
+@functools.cache
 def git_state() -> dict[str, str | bool]:
-    """The commit the code ran from, and whether the work tree had uncommitted changes."""
+    """The commit the code ran from, and whether the work tree had uncommitted changes (read once per process: the
+    code a process runs does not change under it)."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
 

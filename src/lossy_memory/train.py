@@ -64,12 +64,11 @@ def parallel_jobs() -> tuple[int, int] | None:
     return (os.cpu_count() or 1) if n_jobs < 1 else n_jobs, int(hydra_cfg.job.get("num") or 0)
 
 
-def set_cpu_threads(cfg: DictConfig) -> None:
-    """torch's CPU threads: ``cpu_threads`` when set; in a parallel multirun, the cores shared out over the jobs run at
-    once; on a GPU run, 1 (the host only feeds the device, and several runs side by side would otherwise each take
+def set_cpu_threads(cfg: DictConfig, jobs: tuple[int, int] | None = None) -> None:
+    """torch's CPU threads: ``cpu_threads`` when set; in a parallel multirun (``jobs``: ``parallel_jobs()``), the cores
+    shared out over the jobs run at once; on a GPU run, 1 (the host only feeds the device, and several runs side by side would otherwise each take
     every core); otherwise torch's default."""
     threads = cfg.get("cpu_threads")
-    jobs = parallel_jobs()
     if threads is None and jobs is not None:
         threads = max(1, (os.cpu_count() or 1) // jobs[0])
     if threads is None and str(cfg.trainer.get("accelerator", "cpu")) in ("gpu", "cuda"):
@@ -81,9 +80,9 @@ def set_cpu_threads(cfg: DictConfig) -> None:
     torch.set_num_threads(threads)
 
 
-def spread_over_gpus(cfg: DictConfig) -> None:
+def spread_over_gpus(cfg: DictConfig, jobs: tuple[int, int] | None) -> None:
     """In a parallel multirun on a machine with several GPUs, job k of a one-device run takes GPU k mod their count."""
-    jobs, count = parallel_jobs(), torch.cuda.device_count()
+    count = torch.cuda.device_count()
     if jobs is None or count < 2 or str(cfg.trainer.get("accelerator")) not in ("gpu", "cuda") or cfg.trainer.get("devices") != 1:
         return
     with open_dict(cfg):
@@ -112,8 +111,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and test) the configured run; returns every metric logged, as floats."""
     quiet_known_noise()  # again here: a parallel launcher's worker processes do not import this module as __main__
     try:
-        set_cpu_threads(cfg)
-        spread_over_gpus(cfg)
+        jobs = parallel_jobs()
+        set_cpu_threads(cfg, jobs)
+        spread_over_gpus(cfg, jobs)
         resume_in_its_run_dir(cfg)
         if cfg.get("seed") is not None:
             L.seed_everything(cfg.seed, workers=True)

@@ -1,8 +1,8 @@
 """Copies a run's final checkpoint to a stable path that other experiments read (a teacher, a generator + buffer).
 
 Only a full run publishes: not one shortened by ``trainer=debug`` (``limit_train_batches``, ``max_steps``,
-``fast_dev_run``), stopped before its last epoch, or interrupted; such a run says why it did not publish
-(``force=true`` publishes anyway). Beside the artifact, ``<artifact>.json`` says where it came from: the run
+``fast_dev_run``), stopped before its last epoch, or interrupted (``checkpoints.shortened``: what a run loading the
+artifact would refuse); such a run says why it did not publish (``force=true`` publishes anyway). Beside the artifact, ``<artifact>.json`` says where it came from: the run
 directory, its task, git commit, when, and its figures at the end of fit (``lossy_memory.checkpoints`` reports them
 when a run loads the artifact).
 """
@@ -18,23 +18,9 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
+from lossy_memory.checkpoints import shortened
 from lossy_memory.reports import write_json
 from lossy_memory.runtime import git_state
-
-
-def shortened(trainer: L.Trainer) -> str | None:
-    """Why a fit did not train its whole configured length (None when it did)."""
-    if trainer.fast_dev_run:
-        return "fast_dev_run"
-    if trainer.limit_train_batches not in (1, 1.0):
-        return f"limit_train_batches={trainer.limit_train_batches}"
-    if trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps:
-        return f"max_steps={trainer.max_steps} reached"
-    if trainer.interrupted:
-        return "interrupted"
-    if trainer.max_epochs is not None and trainer.max_epochs > 0 and trainer.current_epoch < trainer.max_epochs:
-        return f"stopped after {trainer.current_epoch} of {trainer.max_epochs} epochs"
-    return None
 
 
 class PublishCheckpoint(L.Callback):
@@ -55,7 +41,8 @@ class PublishCheckpoint(L.Callback):
         source = next(c.last_model_path for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.save_last)
         if not source or not Path(source).is_file():
             return
-        reason = shortened(trainer)
+        reason = "interrupted" if trainer.interrupted else shortened(
+            trainer.limit_train_batches, trainer.max_steps, trainer.fast_dev_run, trainer.current_epoch, trainer.max_epochs)
         if reason is not None and not self.force:
             rank_zero_warn(f"PublishCheckpoint: {self.path} left as it was: this run was shortened ({reason}), and only full "
                            "runs publish (callbacks.publish_checkpoint.force=true publishes it anyway)")

@@ -42,7 +42,8 @@ class RunRecord(L.Callback):
         import yaml
 
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        (self.output_dir / "config.yaml").write_text(yaml.safe_dump(self.config, sort_keys=False))
+        if "started" not in self.extra:  # the first write of the run: the config does not change after it
+            (self.output_dir / "config.yaml").write_text(yaml.safe_dump(self.config, sort_keys=False))
         self.extra.setdefault("started", time.time())
         record = {"git": git_state(), "world_size": trainer.world_size, "torch_threads": torch.get_num_threads(), **self.extra}
         if hasattr(pl_module, "storage_report"):

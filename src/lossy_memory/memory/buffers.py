@@ -367,7 +367,7 @@ class ReservoirBuffer(ExperienceBuffer):
         reservoir writes (``rows`` None: every row). If ``take`` fails nothing has changed, the random draws included."""
         n = labels.shape[0]
         if n == 0:
-            return Writes(torch.zeros(0, dtype=torch.int64), torch.zeros(0, dtype=torch.int64))
+            return Writes(_NONE, _NONE)
         if self._num_seen + n <= self._capacity:  # still filling: the batch lands, in order, on the next n slots
             items = take(None)
             sources, slots = torch.arange(n), torch.arange(self._num_seen, self._num_seen + n)

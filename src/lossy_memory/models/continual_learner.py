@@ -163,10 +163,10 @@ class ContinualLearner(L.LightningModule):
         size = self.trainer.datamodule.batch_size
         for start in range(0, len(load["task"]), size):
             batch = {key: value[start : start + size] for key, value in load.items() if key != "task_id"}
-            logs = self.step(batch)
+            logs, n = self.step(batch), len(batch["task"])
             self.stream_position += 1
-            self.examples_seen += len(batch["task"])
-            self.log_now(self.evaluator.trained(task, len(batch["task"]), self.predict_for_evaluation))
+            self.examples_seen += n
+            self.log_now(self.evaluator.trained(task, n, self.predict_for_evaluation))
             if self.stream_position % self.trainer.log_every_n_steps == 0:
                 self.log_now({f"train/{k}": float(v) for k, v in logs.items()})
 
