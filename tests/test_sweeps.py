@@ -1,4 +1,5 @@
-"""Sweeps and scale: jobs in parallel on one machine (joblib), through submitit (as on SLURM), and multi-node DDP ranks."""
+"""Sweeps and scale: jobs in parallel on one machine (joblib), through submitit (as on SLURM), Optuna studies, and
+multi-node DDP ranks."""
 
 from __future__ import annotations
 
@@ -49,6 +50,43 @@ def test_the_slurm_launcher_composes_with_the_clusters_settings(tmp_path):
 def test_submitits_local_executor_runs_a_two_job_sweep_end_to_end(real_data_dir, tmp_path):
     """The submitit path a SLURM sweep takes (pickled job, its own process, results collected), on this machine."""
     sweep_two_jobs(["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"], real_data_dir, tmp_path, threads="1")
+
+
+def test_an_optuna_search_runs_its_trials_and_stores_them_in_a_study(real_data_dir, tmp_path):
+    import optuna
+    import yaml
+
+    sweep, log_dir = tmp_path / "sweep", tmp_path / "outputs"
+    env = {"LOSSY_MEMORY_DATA_DIR": str(real_data_dir), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    args = ["+experiment=mnist_compression", "hparams_search=mnist_compression_optuna", "hydra.sweeper.n_trials=3", "trainer=debug",
+            "callbacks.rich_progress_bar=null", f"paths.log_dir={log_dir}", f"hydra.sweep.dir={sweep}"]
+    result = subprocess.run([sys.executable, "-m", "lossy_memory.train", *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = optuna.load_study(study_name="mnist_compression", storage=f"sqlite:///{log_dir / 'optuna' / 'mnist_compression.db'}")
+    trials = sorted(study.trials, key=lambda t: t.number)
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 3
+    assert len({t.params["model.optimizer.lr"] for t in trials}) == 3 and all(1e-5 <= t.params["model.optimizer.lr"] <= 1e-2 for t in trials)
+    for k, trial in enumerate(trials):  # trial k is job k: it ran with the trial's settings and the study holds its result
+        config = yaml.safe_load((sweep / str(k) / "config.yaml").read_text())["model"]
+        assert (config["optimizer"]["lr"], config["kl_weight"], config["latent"]["tau"]) == pytest.approx(
+            (trial.params["model.optimizer.lr"], trial.params["model.kl_weight"], trial.params["model.latent.tau"]))
+        assert trial.value == pytest.approx(json.loads((sweep / str(k) / "results.json").read_text())["metrics"]["train/distortion"])
+    assert yaml.safe_load((sweep / "optimization_results.yaml").read_text())["best_value"] == pytest.approx(study.best_value)
+
+
+def test_the_continual_optuna_search_sweeps_keys_the_recollection_run_has(tmp_path):
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from lossy_memory.runtime import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", ["+experiment=mnist_split_lifelong", "memory=recollection", "hparams_search=mnist_split_optuna"],
+                      return_hydra_config=True)
+    assert cfg.hydra.sweeper.direction == "maximize" and cfg.optimized_metric == "cl/final_average_accuracy"
+    for key in cfg.hydra.sweeper.params:  # a misspelt key would fail every trial only once the study had started
+        assert OmegaConf.select(cfg, key, default="missing") != "missing", key
 
 
 LAUNCHERS = {  # what each sets for process 3 of 4 (2 nodes x 2 devices)

@@ -95,8 +95,15 @@ def default_data_dir() -> str:
     return os.environ.get("LOSSY_MEMORY_DATA_DIR") or str(PROJECT_ROOT / "data")
 
 
+def sqlite_storage(path: str) -> str:
+    """An SQLite URL for ``path`` (an Optuna study's storage), its folder made: SQLite creates the file, not the folder."""
+    path = Path(path).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
 def register_resolvers() -> None:
-    resolvers = {"run_stamp": run_stamp, "wandb_offline": wandb_offline, "wandb_group": wandb_group,
+    resolvers = {"run_stamp": run_stamp, "wandb_offline": wandb_offline, "wandb_group": wandb_group, "sqlite_storage": sqlite_storage,
                  "default_data_dir": default_data_dir, "project_root": lambda: str(PROJECT_ROOT)}
     for name, resolver in resolvers.items():
         if not OmegaConf.has_resolver(name):
