@@ -1,10 +1,9 @@
-"""Distortion vs compression: the JPEG baseline, the sweep configs (which jobs `--multirun` makes) and the
-report that gathers finished sweeps into compression.csv / compression.png."""
+"""Distortion vs compression: the JPEG baseline, the sweep configs (which jobs `--multirun` makes) and a real sweep
+reported (the report's own tests: test_report.py)."""
 
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import subprocess
@@ -21,10 +20,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from PIL import Image
 
-from lossy_memory import compression_report
 from lossy_memory.memory import jpeg
+from lossy_memory.report.__main__ import main as report_main
 from lossy_memory.runtime import CONFIG_DIR, PROJECT_ROOT
 
 MNIST_INPUT_BITS = 8 * 28 * 28
@@ -34,7 +32,6 @@ CATEGORICAL_POINTS = {
     (38, 2), (19, 4), (13, 8), (10, 16), (8, 32), (20, 2), (10, 4), (5, 16), (10, 2), (5, 4),
 }
 CONTINUOUS_WIDTHS = {1, 2, 4, 8, 16, 32, 64}
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 # -- JPEG ----------------------------------------------------------------------------------------------
@@ -189,132 +186,6 @@ def test_continuous_sweep_composes_one_job_per_width() -> None:
         assert job.task_name == "mnist_compression_continuous" and job.data.eval_on_train
 
 
-# -- the report ------------------------------------------------------------------------------------------
-def fake_job(folder: Path, num: int, latent: dict, bits: float, train: float | None, test: float | None) -> Path:
-    """A job folder as a finished (or, with a distortion None, unfinished) run leaves it."""
-    job = folder / str(num)
-    (job / ".hydra").mkdir(parents=True)
-    (job / "csv").mkdir()
-    (job / "config.yaml").write_text(yaml.safe_dump({"task_name": "fake", "model": {"latent": latent}}))
-    storage = {"bits_per_item": bits, "compression_ratio": MNIST_INPUT_BITS / bits, "parameter_bits": 1000}
-    (job / "run.json").write_text(json.dumps({"git": {"sha": "x", "dirty": False}, "storage": storage}))
-    columns = ["epoch", "step", "storage/bits_per_item", "test/distortion", "train/distortion", "train/loss_step"]
-    rows = [["", 0, bits, "", "", ""], [0, 0, "", "", "", 300.0], [0, 5, "", "", "", 250.0]]
-    if test is not None:
-        rows.append([1, 6, "", test, "", ""])
-    if train is not None:
-        rows.append([1, 6, "", "", train, ""])
-    with (job / "csv" / "metrics.csv").open("w", newline="") as file:
-        csv.writer(file).writerows([columns, *rows])
-    return job
-
-
-def categorical(c: int, l: int) -> dict:
-    return {"_target_": "lossy_memory.nets.CategoricalLatent", "c": c, "l": l, "tau": 1.0}
-
-
-def gaussian(h: int) -> dict:
-    return {"_target_": "lossy_memory.nets.GaussianLatent", "h": h}
-
-
-def read_rows(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as file:
-        return list(csv.DictReader(file))
-
-
-def test_report_gathers_jobs_into_csv_png_and_markdown(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    discrete, continuous = tmp_path / "categorical", tmp_path / "continuous"
-    fake_job(discrete, 0, categorical(38, 2), 38, train=0.08, test=0.085)
-    fake_job(discrete, 1, categorical(168, 2), 168, train=0.03, test=0.031)
-    fake_job(continuous, 0, gaussian(2), 64, train=0.12, test=0.121)
-    (discrete / "multirun.yaml").write_text("hydra: {}\n")  # Hydra's own file beside the job folders
-    out = tmp_path / "report"
-
-    assert compression_report.main([str(discrete), str(continuous), "--out", str(out)]) == 0
-
-    rows = read_rows(out / "compression.csv")
-    assert list(rows[0]) == list(compression_report.COLUMNS)
-    assert [(r["kind"], r["c"], r["l"], r["h"]) for r in rows] == [
-        ("categorical", "168", "2", ""), ("categorical", "38", "2", ""), ("continuous", "", "", "2")]
-    first = rows[0]
-    assert float(first["bits_per_item"]) == 168 and float(first["compression_ratio"]) == pytest.approx(MNIST_INPUT_BITS / 168)
-    assert float(first["distortion"]) == pytest.approx(0.03) and float(first["test_distortion"]) == pytest.approx(0.031)
-    assert first["quality"] == "" and first["job"] == str(discrete / "1")
-    assert float(rows[2]["distortion"]) == pytest.approx(0.12)
-
-    png = out / "compression.png"
-    assert png.read_bytes().startswith(PNG_SIGNATURE)
-    with Image.open(png) as image:
-        image.verify()
-    printed = capsys.readouterr().out
-    assert printed.startswith("| kind | c | l | h | quality | bits_per_item | compression_ratio | distortion | test_distortion |")
-    assert "| categorical | 38 | 2 |  |  | 38.0 | 165.1 | 0.0800 | 0.0850 |" in printed
-
-
-def test_report_defaults_to_the_first_folder_and_adds_jpeg(tmp_path: Path, real_data_dir: Path) -> None:
-    sweep = tmp_path / "sweep"
-    fake_job(sweep, 0, categorical(38, 2), 38, train=0.08, test=0.085)
-    args = [str(sweep), "--jpeg", "--jpeg-items", "16", "--data-dir", str(real_data_dir)]
-    assert compression_report.main(args) == 0
-    rows = read_rows(sweep / "compression.csv")
-    assert [r["kind"] for r in rows] == ["categorical"] + ["jpeg"] * len(jpeg.QUALITIES)
-    jpeg_rows = [r for r in rows if r["kind"] == "jpeg"]
-    assert sorted(int(r["quality"]) for r in jpeg_rows) == list(jpeg.QUALITIES)
-    assert all(r["test_distortion"] == "" and r["c"] == "" for r in jpeg_rows)
-    assert (sweep / "compression.png").read_bytes().startswith(PNG_SIGNATURE)
-
-
-def test_report_takes_a_single_run_folder_as_one_job(tmp_path: Path) -> None:
-    run = fake_job(tmp_path / "runs", 0, gaussian(8), 256, train=0.05, test=0.06)
-    (run / ".hydra" / "config.yaml").write_text("task_name: fake\n")
-    assert compression_report.main([str(run), "--out", str(tmp_path / "report")]) == 0
-    rows = read_rows(tmp_path / "report" / "compression.csv")
-    assert [(r["kind"], r["h"], r["job"]) for r in rows] == [("continuous", "8", str(run))]
-
-
-def report_error(args: list[str], capsys: pytest.CaptureFixture) -> str:
-    assert compression_report.main(args) == 1
-    return capsys.readouterr().err
-
-
-def test_report_errors_name_the_folder_and_what_is_missing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert "no such folder" in report_error([str(tmp_path / "absent")], capsys)
-
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    assert f"{empty}: no job folders" in report_error([str(empty)], capsys)
-
-    sweep = tmp_path / "sweep"
-    fake_job(sweep, 0, categorical(38, 2), 38, train=0.08, test=0.085)
-    no_test = fake_job(sweep, 1, categorical(19, 4), 38, train=0.07, test=None)
-    no_csv = fake_job(sweep, 2, categorical(5, 4), 10, train=0.2, test=0.2)
-    (no_csv / "csv" / "metrics.csv").unlink()
-    message = report_error([str(sweep)], capsys)
-    assert f"{no_test}: no test/distortion in csv/metrics.csv" in message
-    assert f"{no_csv}: no csv/metrics.csv" in message
-    assert "--skip-unfinished" in message and not (sweep / "compression.csv").exists()
-
-    assert compression_report.main([str(sweep), "--skip-unfinished"]) == 0
-    assert [(r["c"], r["l"]) for r in read_rows(sweep / "compression.csv")] == [("38", "2")]
-    assert f"skipped {no_test}" in capsys.readouterr().err
-
-    crashed = tmp_path / "crashed"
-    fake_job(crashed, 0, gaussian(4), 128, train=None, test=None)
-    (crashed / "0" / "run.json").unlink()
-    message = report_error([str(crashed), "--skip-unfinished"], capsys)
-    assert f"{crashed}: no finished jobs" in message and "no run.json" in message
-
-
-def test_report_rejects_unknown_latents_and_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    sweep = tmp_path / "sweep"
-    fake_job(sweep, 0, {"_target_": "somewhere.VectorQuantizer", "k": 512}, 9, train=0.1, test=0.1)
-    assert "model.latent._target_='somewhere.VectorQuantizer'" in report_error([str(sweep)], capsys)
-    for args in ([], ["--jpeg"], ["--jpeg", "--out", str(tmp_path), "--jpeg-items", "0"]):
-        with pytest.raises(SystemExit) as exit_info:
-            compression_report.main(args)
-        assert exit_info.value.code == 2
-
-
 @pytest.mark.slow
 def test_real_multirun_then_report(tmp_path: Path, real_data_dir: Path) -> None:
     """Two points of the categorical sweep, trained a few batches each by `--multirun`, then reported."""
@@ -323,7 +194,8 @@ def test_real_multirun_then_report(tmp_path: Path, real_data_dir: Path) -> None:
                "model/latent=c38_l2,c5_l4", "trainer=debug", "callbacks=none", f"paths.log_dir={tmp_path}"]
     subprocess.run(command, cwd=PROJECT_ROOT, env=env, check=True, capture_output=True, timeout=600)
     (sweep,) = (tmp_path / "multiruns").iterdir()
-    assert compression_report.main([str(sweep)]) == 0
-    rows = read_rows(sweep / "compression.csv")
+    assert report_main([str(sweep)]) == 0
+    with (sweep / "compression.csv").open(newline="") as file:
+        rows = list(csv.DictReader(file))
     assert [(r["c"], r["l"], float(r["bits_per_item"])) for r in rows] == [("38", "2", 38.0), ("5", "4", 10.0)]
     assert all(0 < float(r["distortion"]) < 1 and 0 < float(r["test_distortion"]) < 1 for r in rows)

@@ -193,12 +193,16 @@ def test_a_teacher_from_a_shortened_run_is_refused_unless_allowed(artifacts, tmp
 
 
 def test_the_report_reads_what_real_distillation_runs_write(artifacts, tmp_path):
-    from lossy_memory.distillation_report import gather
+    import csv
+
+    from lossy_memory.report import distillation
+    from lossy_memory.report.runs import collect
 
     accuracies = []
     for seed in (1, 2):
         train(distill_config(artifacts, tmp_path / "sweep" / str(seed), f"seed={seed}"))
         accuracies.append(json.loads((tmp_path / "sweep" / str(seed) / "distillation.json").read_text())["accuracy_at"]["30"])
-    (row,) = gather([tmp_path / "sweep"])
-    assert row["method"].startswith("buffer sampling, c=8") and row["seeds"] == 2
-    assert row["30"] == pytest.approx(100 * (accuracies[0] + accuracies[1]) / 2)
+    distillation.table(collect([tmp_path / "sweep"]), tmp_path)
+    (row,) = csv.DictReader((tmp_path / "distillation.csv").open())
+    assert row["method"].startswith("buffer sampling, c=8") and (row["seeds"], row["settings"]) == ("2", "")
+    assert float(row["30"]) == pytest.approx(100 * (accuracies[0] + accuracies[1]) / 2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import functools
 import json
 import shutil
@@ -153,6 +154,12 @@ def test_condense_experiment_runs_end_to_end_and_saves_the_set(real_data_dir, tm
     evaluation = json.loads((tmp_path / "run" / "synthetic" / "evaluation.json").read_text())
     accuracies = evaluation["eval_net"]["accuracies"]  # one per fresh network: what test/accuracy averages
     assert len(accuracies) == 2 and metrics["test/accuracy"] == pytest.approx(sum(accuracies) / 2)
+    from lossy_memory.report import condensation
+    from lossy_memory.report.runs import collect
+
+    assert "| gradient matching (real init) | MNISTDataModule | 1 | ConvNet | 1 | 2 |" in condensation.table(collect([tmp_path / "run"]), tmp_path)
+    (row,) = csv.DictReader((tmp_path / "condensation.csv").open())
+    assert float(row["accuracy"]) == pytest.approx(100 * metrics["test/accuracy"])
 
 
 def test_crossarch_experiment_builds_every_evaluator(tmp_path):

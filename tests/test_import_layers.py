@@ -11,8 +11,8 @@ ROOT = Path(lossy_memory.__file__).parent
 LAYERS = ["nets", "memory", "strategies", "models"]
 LEAVES = {"nets", "data", "metrics"}
 # Top-level helpers that models use, with what they may import themselves (checkpoints: reading a run's checkpoint;
-# reports: writing a run's results files).
-HELPERS = {"checkpoints": {"memory"}, "reports": set()}
+# writers: writing a run's results files).
+HELPERS = {"checkpoints": {"memory"}, "writers": set()}
 
 
 def imported_packages(path: Path) -> set[str]:

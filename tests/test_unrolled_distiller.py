@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import functools
 import json
 
@@ -138,3 +139,10 @@ def test_dd_experiments_run_end_to_end_and_save_the_replayable_set(mode, real_da
     assert synthetic.learning_rates.shape == (2,) and (synthetic.learning_rates > 0).all()
     assert ("theta0" in synthetic.extras) == (mode == "fixed")
     assert metrics["test/accuracy_std"] == 0 if mode == "fixed" else metrics["test/accuracy_std"] > 0
+    from lossy_memory.report import condensation
+    from lossy_memory.report.runs import collect
+
+    condensation.table(collect([tmp_path / "run"]), tmp_path)
+    (row,) = csv.DictReader((tmp_path / "condensation.csv").open())
+    assert (row["method"], row["images_per_class"], row["evaluated_on"], row["networks"]) == (f"dataset distillation ({mode} init)", "2", "MLP", str(count))
+    assert float(row["accuracy"]) == pytest.approx(100 * metrics["test/accuracy"])

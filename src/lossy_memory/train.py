@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lossy_memory.callbacks import RunRecord
 from lossy_memory.checkpoints import check_resume
-from lossy_memory.reports import write_json
+from lossy_memory.writers import write_json
 from lossy_memory.runtime import (
     CONFIG_DIR,
     quiet_known_noise,

@@ -25,7 +25,7 @@ from lossy_memory.callbacks.recollection_writer import find_writer
 from lossy_memory.memory import RecollectionBuffer
 from lossy_memory.memory.replay import evaluating
 from lossy_memory.metrics.nearest_neighbor import nearest_neighbor_distances
-from lossy_memory.reports import write_json
+from lossy_memory.writers import write_json
 
 
 class NearestNeighborDistance(L.Callback):

@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from lossy_memory.checkpoints import shortened
-from lossy_memory.reports import write_json
+from lossy_memory.writers import write_json
 from lossy_memory.runtime import git_state
 
 

@@ -10,7 +10,7 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
-from lossy_memory.reports import write_json
+from lossy_memory.writers import write_json
 from lossy_memory.runtime import git_state
 
 

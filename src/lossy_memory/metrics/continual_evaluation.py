@@ -5,7 +5,7 @@ the randomly initialised model (for forward transfer), the generator's distortio
 on the test sets of the tasks seen, against incoming examples trained: the paper's Figure 3) and the long-term
 retention curve (Figure 4: during a retention phase, the task-agnostic accuracy averaged over the tasks before it,
 every ``retention_interval`` incoming examples). The learner calls it at the start of the stream, after each incoming
-batch and at each task boundary, and writes what ``record`` returns (``lossy_memory.reports.write_continual_results``).
+batch and at each task boundary, and writes what ``record`` returns (``lossy_memory.writers.write_continual_results``).
 
 It knows nothing of Lightning or strategies: it is given ``test_batches(task)`` ((x in [0, 1], y) batches of a task's
 test set on the device) and, at each call, ``predict`` (images -> logits over every class) and ``reconstruct``

@@ -16,7 +16,7 @@ task-aware: over the task's classes) and, with a generator, its distortion on ev
 most ``eval_max_examples`` per task; the paper's Figure 3). At the end of the pass its metrics (over the tasks
 trained, should the pass be cut short), wall time, peak memory and the bits stored (memory, and memory + generator
 parameters: the paper's total constraint) are logged as ``cl/...`` and written to the run directory by
-``lossy_memory.reports.write_continual_results`` (``continual.json``, ``accuracy_matrix*.csv/png``, ``retention.csv``).
+``lossy_memory.writers.write_continual_results`` (``continual.json``, ``accuracy_matrix*.csv/png``, ``retention.csv``).
 A stream that names a ``retention_task`` (``data.LongTermRetentionStream``) and a ``retention_interval`` gets the
 retention curve of the paper's Figure 4.
 
@@ -50,7 +50,7 @@ from lossy_memory.memory.replay import evaluating
 from lossy_memory.metrics.continual import correct_counts
 from lossy_memory.metrics.continual_evaluation import ContinualEvaluator
 from lossy_memory.nets import Classifier
-from lossy_memory.reports import write_continual_results
+from lossy_memory.writers import write_continual_results
 from lossy_memory.strategies import ContinualStep, ContinualStrategy
 
 

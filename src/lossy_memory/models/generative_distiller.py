@@ -42,7 +42,7 @@ from lossy_memory.memory.sampling import CandidateScores
 from lossy_memory.models.discrete_vae import DiscreteVAE
 from lossy_memory.models.reasoner import Reasoner
 from lossy_memory.nets import Classifier
-from lossy_memory.reports import write_json
+from lossy_memory.writers import write_json
 
 SOURCES = ("recollections", "lossless", "real")
 TARGETS = ("teacher", "labels")

@@ -49,7 +49,7 @@ from lossy_memory.memory.synthetic import (
     save_synthetic_set,
 )
 from lossy_memory.nets import Classifier
-from lossy_memory.reports import write_json
+from lossy_memory.writers import write_json
 
 # The reference's (outer_loop, inner_loop) for each images-per-class setting (main.py).
 LOOPS_BY_IPC = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}

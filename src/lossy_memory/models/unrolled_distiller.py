@@ -37,7 +37,7 @@ from torch.func import functional_call
 
 from lossy_memory.memory.synthetic import Normalizer, SyntheticSet, default_stats, save_synthetic_set, summarize
 from lossy_memory.nets import Classifier
-from lossy_memory.reports import write_json
+from lossy_memory.writers import write_json
 
 INITS = ("fixed", "random")
 WEIGHT_INITS = ("xavier", "default")

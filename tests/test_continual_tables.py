@@ -1,13 +1,14 @@
-"""Tables 4 and 5: the multirun configs compose to the runs they promise, and continual_report pools seeds."""
+"""Tables 4 and 5: the multirun configs compose to the runs they promise, and the report reads what real runs write."""
 
+import csv
 import json
 
 import pytest
-import yaml
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from lossy_memory.continual_report import gather, main
+from lossy_memory.report import continual
+from lossy_memory.report.runs import collect
 from lossy_memory.runtime import CONFIG_DIR
 
 
@@ -38,35 +39,8 @@ def test_total_constraint_counts_the_generator():
     assert total.capacity < incremental.capacity
 
 
-def fake_run(folder, seed, kind, budget, accuracy):
-    (folder / ".hydra").mkdir(parents=True)
-    memory = {"kind": kind, "lossless_equivalent": budget, "budget_bits": None, "count_generator": False,
-              "generator": None if kind == "lossless" else {"latent": {"c": 38}}}
-    config = {"seed": seed, "data": {"_target_": "lossy_memory.data.SplitMNISTStream"},
-              "strategy": {"_target_": "lossy_memory.strategies.ExperienceReplay"}, "memory": memory}
-    (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
-    metrics = {"tasks_trained": 5, "num_tasks": 5, "final_average_accuracy": accuracy, "task_aware_final_average_accuracy": accuracy + 0.1,
-               "forgetting": 0.5, "storage_memory_items": 10 if kind == "lossless" else 1164}
-    (folder / "continual.json").write_text(json.dumps({"metrics": metrics}))
-
-
-def test_report_pools_seeds_and_writes_csv(tmp_path, capsys):
-    for i, (seed, kind, accuracy) in enumerate([(0, "lossless", 0.2), (1, "lossless", 0.4), (0, "recollection", 0.5)]):
-        fake_run(tmp_path / "sweep" / str(i), seed, kind, 10, accuracy)
-    rows = gather([tmp_path / "sweep"])
-    assert [(r["memory"], r["seeds"]) for r in rows] == [("lossless", 2), ("recollection c=38", 1)]
-    assert rows[0]["final_average_accuracy"] == "0.300 ± 0.141" and rows[1]["final_average_accuracy"] == "0.500"
-    main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out")])
-    printed = capsys.readouterr().out
-    assert "| SplitMNISTStream | ExperienceReplay | lossless | 10 | incremental | 2 | 0.300 ± 0.141" in printed
-    assert (tmp_path / "out" / "continual.csv").read_text().splitlines()[0].startswith("stream,strategy,memory,budget,constraint,seeds")
-    fake_run(tmp_path / "sweep" / "3", 0, "lossless", 10, 0.9)  # the same seed twice: not pooled silently
-    with pytest.raises(ValueError, match="same seed twice"):
-        gather([tmp_path / "sweep"])
-
-
 def test_results_files_are_valid_json_with_null_for_undefined_figures(tmp_path):
-    from lossy_memory.reports import write_json
+    from lossy_memory.writers import write_json
 
     write_json(tmp_path / "r.json", {"forgetting": float("nan"), "rows": [[1.0, float("inf")]], "n": 3})
     text = (tmp_path / "r.json").read_text()
@@ -88,7 +62,8 @@ def test_the_report_reads_what_real_runs_write(tmp_path, one_thread):
         train(compose_config([*fast, f"seed={seed}"], tmp_path / "sweep" / str(seed)))
         finals.append(json.loads((tmp_path / "sweep" / str(seed) / "continual.json").read_text())["metrics"]["final_average_accuracy"])
     train(compose_config([*fast, "seed=3", "+trainer.limit_train_batches=1"], tmp_path / "sweep" / "cut"))
-    (row,) = gather([tmp_path / "sweep"])  # the unfinished run is left out
-    assert (row["strategy"], row["memory"], row["budget"], row["seeds"]) == ("ExperienceReplay", "lossless", "10", 2)
+    continual.table(collect([tmp_path / "sweep"]), tmp_path)  # the run cut short is left out
+    (row,) = csv.DictReader((tmp_path / "continual.csv").open())
+    assert (row["strategy"], row["memory"], row["budget"], row["seeds"], row["settings"]) == ("ExperienceReplay", "lossless", "10", "2", "")
     mean, std = sum(finals) / 2, abs(finals[0] - finals[1]) / 2 ** 0.5
-    assert row["final_average_accuracy"] == f"{mean:.3f} ± {std:.3f}"
+    assert float(row["final_average_accuracy"]) == pytest.approx(mean) and float(row["final_average_accuracy_std"]) == pytest.approx(std)

@@ -1,6 +1,7 @@
-"""Tables and plots shared by the report commands: CSV for other tools, Markdown for READMEs and terminals,
-PNG for a glance. Values that do not apply to a row are None and are left blank. A continual run's own results
-files (``write_continual_results``) are written here too, by the learner at the end of its pass."""
+"""How results are written: JSON (valid, NaN as null), CSV for other tools, Markdown for READMEs and terminals, PNG
+plots for a glance. Values that do not apply to a row are None and are left blank. Runs write their own results files
+with these (a continual run's, ``write_continual_results``, at the end of its pass); ``lossy_memory.report`` writes its
+tables with them."""
 
 from __future__ import annotations
 

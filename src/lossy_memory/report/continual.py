@@ -1,0 +1,68 @@
+"""Continual learning (the paper's Tables 4 and 5): a row per stream, strategy, memory, budget and constraint, seeds
+pooled (mean ± std of the final average accuracy, task-agnostic and task-aware, and of forgetting).
+
+A run's setting comes from its config, its figures from its ``continual.json``; a stream cut short has no final
+figure and is left out (said on stderr).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from lossy_memory.report.runs import Run, class_name, pool
+from lossy_memory.writers import Point, curve_plot, markdown_table, write_csv
+
+KEYS = ("stream", "strategy", "memory", "budget", "constraint")
+# Config keys the columns show (data: the stream; the rest of what a sweep varies goes in "settings").
+DESCRIBED = ("data", "model.image_shape", "model.num_classes", "strategy._target_", "memory.kind", "memory.lossless_equivalent",
+             "memory.budget_bits", "memory.count_generator", "memory.generator.latent.c")
+METRICS = ("final_average_accuracy", "task_aware_final_average_accuracy", "forgetting")
+
+
+def setting(run: Run) -> tuple:
+    cfg = run.config
+    strategy = class_name(cfg.get("strategy"))
+    memory = cfg.get("memory") or {}
+    if strategy == "OnlineFineTuning" or not memory:
+        kind, budget, constraint = "none", None, None
+    else:
+        kind = memory["kind"]
+        if kind != "lossless" and memory.get("generator"):
+            kind = f"{kind} c={memory['generator']['latent']['c']}"
+        budget = memory["lossless_equivalent"] if memory.get("budget_bits") is None else f"{memory['budget_bits']:.0f} bits"
+        constraint = "total" if memory.get("count_generator") else "incremental"
+    return class_name(cfg.get("data")), strategy, kind, budget, constraint
+
+
+def figures(run: Run) -> dict[str, float | None]:
+    metrics = run.file("continual.json")["metrics"]
+    return {**{m: metrics.get(m) for m in METRICS}, "memory_items": metrics.get("storage_memory_items", 0)}
+
+
+def finished(run: Run) -> bool:
+    metrics = run.file("continual.json")["metrics"]
+    if metrics["tasks_trained"] == metrics["num_tasks"]:
+        return True
+    print(f"skipped {run.folder}: its stream stopped after {metrics['tasks_trained']} of {metrics['num_tasks']} tasks", file=sys.stderr)
+    return False
+
+
+def table(runs: Sequence[Run], out: Path) -> str:
+    """Writes ``continual.csv`` and ``continual.png`` (final average accuracy against the budget, per strategy and
+    memory) into ``out``; returns the Markdown table."""
+    groups = pool([run for run in runs if finished(run)], setting, figures, DESCRIBED)
+    rows = [{**dict(zip(KEYS, g.key)), "settings": g.settings, "seeds": g.seeds, **{m: g.text(m) for m in METRICS},
+             "memory_items": f"{g.mean('memory_items'):.0f}"} for g in groups]
+    columns = [*KEYS, *(["settings"] if any(g.settings for g in groups) else []), "seeds", *METRICS, "memory_items"]
+    write_csv(out / "continual.csv", [*KEYS, "settings", "seeds", *[c for m in METRICS for c in (m, f"{m}_std")], "memory_items"],
+              [{**row, **{c: v for m in METRICS for c, v in ((m, g.mean(m)), (f"{m}_std", g.std(m)))}} for row, g in zip(rows, groups)])
+    series: dict[str, list[Point]] = {}
+    for g in groups:
+        stream, strategy, memory, budget, _ = g.key
+        if isinstance(budget, int | float) and g.mean("final_average_accuracy") is not None:
+            series.setdefault(" ".join(filter(None, (f"{stream}: {strategy}, {memory}", g.settings))), []).append(Point(budget, g.mean("final_average_accuracy")))
+    curve_plot(out / "continual.png", series, xlabel="memory budget (lossless-equivalent images)",
+               ylabel="final average accuracy (task-agnostic)", title="Continual learning: accuracy at equal bits")
+    return markdown_table(columns, rows)

@@ -1,0 +1,245 @@
+"""``python -m lossy_memory.report``: runs collected one way (results.json), recognised by kind, seeds pooled, tables
+in the papers' shapes; what a sweep varied beyond the table's columns kept apart; bad folders named."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from lossy_memory.memory import jpeg
+from lossy_memory.report.__main__ import main
+from lossy_memory.report.runs import collect, varied_settings
+
+MNIST_INPUT_BITS = 784 * 8
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def fake_run(folder: Path, config: dict, metrics: dict | None, files: dict | None = None, storage: dict | None = None) -> Path:
+    """A run folder as `lossy_memory.train` leaves it: config.yaml, run.json, results.json (None: unfinished) and the
+    kind's own results files."""
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump({"paths": {"output_dir": str(folder)}, **config}))
+    (folder / "run.json").write_text(json.dumps({"git": {"sha": "x", "dirty": False}, **({"storage": storage} if storage else {})}))
+    if metrics is not None:
+        (folder / "results.json").write_text(json.dumps({"metrics": metrics}))
+    for name, record in (files or {}).items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(json.dumps(record))
+    return folder
+
+
+def compression_run(folder: Path, latent: dict, bits: float, train: float, test: float, seed: int = 0, lr: float = 0.001,
+                    finished: bool = True) -> Path:
+    config = {"seed": seed, "model": {"_target_": "lossy_memory.models.DiscreteVAE", "latent": latent, "optimizer": {"lr": lr}},
+              "trainer": {"default_root_dir": str(folder)}}
+    storage = {"bits_per_item": bits, "compression_ratio": MNIST_INPUT_BITS / bits}
+    return fake_run(folder, config, {"train/distortion": train, "test/distortion": test} if finished else None, storage=storage)
+
+
+def categorical(c: int, l: int) -> dict:
+    return {"_target_": "lossy_memory.nets.CategoricalLatent", "c": c, "l": l, "tau": 1.0}
+
+
+def gaussian(h: int) -> dict:
+    return {"_target_": "lossy_memory.nets.GaussianLatent", "h": h}
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as file:
+        return list(csv.DictReader(file))
+
+
+# -- compression -------------------------------------------------------------------------------------------
+def test_compression_runs_pool_seeds_into_csv_png_and_markdown(tmp_path, capsys):
+    sweep, other = tmp_path / "categorical", tmp_path / "continuous"
+    compression_run(sweep / "0", categorical(38, 2), 38, train=0.08, test=0.085, seed=0)
+    compression_run(sweep / "1", categorical(38, 2), 38, train=0.10, test=0.095, seed=1)
+    compression_run(sweep / "2", categorical(168, 2), 168, train=0.03, test=0.031)
+    compression_run(other / "0", gaussian(2), 64, train=0.12, test=0.121)
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")  # Hydra's own file beside the job folders
+    out = tmp_path / "report"
+    assert main([str(sweep), str(other), "--out", str(out)]) == 0
+    rows = read_rows(out / "compression.csv")
+    assert [(r["kind"], r["c"], r["l"], r["h"], r["seeds"]) for r in rows] == [
+        ("categorical", "168", "2", "", "1"), ("categorical", "38", "2", "", "2"), ("continuous", "", "", "2", "1")]
+    pooled = rows[1]
+    assert float(pooled["distortion"]) == pytest.approx(0.09) and float(pooled["distortion_std"]) == pytest.approx(0.02 / 2 ** 0.5)
+    assert float(pooled["compression_ratio"]) == pytest.approx(MNIST_INPUT_BITS / 38) and rows[0]["distortion_std"] == ""
+    assert (out / "compression.png").read_bytes().startswith(PNG_SIGNATURE)
+    with Image.open(out / "compression.png") as image:
+        image.verify()
+    printed = capsys.readouterr().out
+    assert printed.startswith("## compression (4 runs)")
+    assert "| categorical | 38 | 2 |  |  | 38.0 | 165.1 | 2 | 0.0900 ± 0.0141 | 0.0900 ± 0.0071 |" in printed
+    assert (out / "report.md").read_text() in printed
+
+
+def test_what_a_sweep_varied_beyond_the_columns_is_kept_apart_not_pooled(tmp_path, capsys):
+    for k, lr in enumerate((0.001, 0.0003)):  # an lr sweep, one seed: two settings, not two seeds of one
+        compression_run(tmp_path / "sweep" / str(k), categorical(38, 2), 38, train=0.08 + k / 100, test=0.09, lr=lr)
+    assert main([str(tmp_path / "sweep")]) == 0
+    rows = read_rows(tmp_path / "sweep" / "compression.csv")
+    assert sorted(r["settings"] for r in rows) == ["model.optimizer.lr=0.0003", "model.optimizer.lr=0.001"]
+    assert all(r["seeds"] == "1" for r in rows)
+    assert "trainer.default_root_dir" not in capsys.readouterr().out  # where a run ran is not a setting
+
+
+def test_varied_settings_skip_seeds_folders_and_interpolated_copies(tmp_path):
+    runs = []
+    for k in range(2):
+        config = {"seed": k, "data": {"seed": k}, "memory": {"lr": k}, "model": {"memory": {"lr": k}, "output_dir": f"/x/{k}"},
+                  "strategy": {"steps": 1}}
+        runs.append(fake_run(tmp_path / str(k), config, {}))
+    assert varied_settings(collect([tmp_path]), described=()) == ["memory.lr"]
+    assert varied_settings(collect([tmp_path]), described=("memory",)) == []
+
+
+def test_jpeg_joins_the_compression_table(tmp_path, real_data_dir):
+    sweep = tmp_path / "sweep"
+    compression_run(sweep / "0", categorical(38, 2), 38, train=0.08, test=0.085)
+    assert main([str(sweep), "--jpeg", "--jpeg-items", "16", "--data-dir", str(real_data_dir)]) == 0
+    rows = read_rows(sweep / "compression.csv")
+    assert [r["kind"] for r in rows] == ["categorical"] + ["jpeg"] * len(jpeg.QUALITIES)
+    assert sorted(int(r["quality"]) for r in rows if r["kind"] == "jpeg") == list(jpeg.QUALITIES)
+    assert all(r["test_distortion"] == "" and r["c"] == "" for r in rows if r["kind"] == "jpeg")
+
+
+# -- bad input -----------------------------------------------------------------------------------------------
+def report_error(args: list[str], capsys) -> str:
+    assert main(args) == 1
+    return capsys.readouterr().err
+
+
+def test_errors_name_the_folder_and_what_is_missing(tmp_path, capsys):
+    assert "no such folder" in report_error([str(tmp_path / "absent")], capsys)
+    (tmp_path / "empty").mkdir()
+    assert f"{tmp_path / 'empty'}: no runs in it" in report_error([str(tmp_path / "empty")], capsys)
+    sweep = tmp_path / "sweep"
+    compression_run(sweep / "0", categorical(38, 2), 38, train=0.08, test=0.085)
+    unfinished = compression_run(sweep / "1", categorical(19, 4), 38, train=0, test=0, finished=False)
+    message = report_error([str(sweep)], capsys)
+    assert "runs without results.json" in message and str(unfinished) in message and "--skip-unfinished" in message
+    assert not (sweep / "compression.csv").exists() and not (sweep / "report.md").exists()
+    assert main([str(sweep), "--skip-unfinished"]) == 0
+    assert [(r["c"], r["l"]) for r in read_rows(sweep / "compression.csv")] == [("38", "2")]
+    assert f"skipped {unfinished}" in capsys.readouterr().err
+
+
+def test_unknown_latents_twin_seeds_and_bad_arguments_are_refused(tmp_path, capsys):
+    compression_run(tmp_path / "vq" / "0", {"_target_": "somewhere.VectorQuantizer", "k": 512}, 9, train=0.1, test=0.1)
+    assert "model.latent._target_='somewhere.VectorQuantizer'" in report_error([str(tmp_path / "vq")], capsys)
+    compression_run(tmp_path / "twice" / "a", categorical(38, 2), 38, train=0.1, test=0.1)
+    compression_run(tmp_path / "twice" / "b", categorical(38, 2), 38, train=0.2, test=0.2)
+    assert "with the same seed 0" in report_error([str(tmp_path / "twice")], capsys)
+    missing = compression_run(tmp_path / "nometric" / "0", categorical(38, 2), 38, train=0.1, test=0.1)
+    (missing / "results.json").write_text(json.dumps({"metrics": {"test/distortion": 0.1}}))
+    assert "no train/distortion in results.json" in report_error([str(tmp_path / "nometric")], capsys)
+    for args in ([], ["--jpeg"], ["--jpeg", "--out", str(tmp_path), "--jpeg-items", "0"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(args)
+        assert exit_info.value.code == 2
+
+
+def test_runs_of_models_without_a_table_are_named_and_skipped(tmp_path, capsys):
+    fake_run(tmp_path / "r" / "0", {"model": {"_target_": "lossy_memory.models.Reasoner"}}, {"test/accuracy": 0.9})
+    assert "no table for it" in report_error([str(tmp_path / "r")], capsys)
+    compression_run(tmp_path / "r" / "1", categorical(38, 2), 38, train=0.08, test=0.085)
+    assert main([str(tmp_path / "r")]) == 0
+    assert "skipped 1 run(s) of Reasoner" in capsys.readouterr().err
+
+
+# -- continual, distillation, condensation ---------------------------------------------------------------
+def continual_run(folder: Path, seed: int, kind: str, budget: int, accuracy: float, tasks_trained: int = 5) -> Path:
+    memory = {"kind": kind, "lossless_equivalent": budget, "budget_bits": None, "count_generator": False,
+              "generator": None if kind == "lossless" else {"latent": {"c": 38}}}
+    config = {"seed": seed, "data": {"_target_": "lossy_memory.data.SplitMNISTStream", "seed": seed},
+              "model": {"_target_": "lossy_memory.models.ContinualLearner"},
+              "strategy": {"_target_": "lossy_memory.strategies.ExperienceReplay"}, "memory": memory}
+    metrics = {"tasks_trained": tasks_trained, "num_tasks": 5, "final_average_accuracy": accuracy,
+               "task_aware_final_average_accuracy": accuracy + 0.1, "forgetting": None, "storage_memory_items": 10 if kind == "lossless" else 1164}
+    return fake_run(folder, config, {"cl/finished": float(tasks_trained == 5)}, {"continual.json": {"metrics": metrics}})
+
+
+def test_continual_runs_pool_seeds_and_leave_out_streams_cut_short(tmp_path, capsys):
+    for i, (seed, kind, accuracy) in enumerate([(0, "lossless", 0.2), (1, "lossless", 0.4), (0, "recollection", 0.5)]):
+        continual_run(tmp_path / "sweep" / str(i), seed, kind, 10, accuracy)
+    cut = continual_run(tmp_path / "sweep" / "3", 2, "lossless", 10, 0.9, tasks_trained=2)
+    assert main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out")]) == 0
+    printed, errors = capsys.readouterr()
+    assert "| SplitMNISTStream | ExperienceReplay | lossless | 10 | incremental | 2 | 0.300 ± 0.141 | 0.400 ± 0.141 |  | 10 |" in printed
+    assert "| recollection c=38 | 10 | incremental | 1 | 0.500 | 0.600 |" in printed
+    assert f"skipped {cut}: its stream stopped after 2 of 5 tasks" in errors
+    rows = read_rows(tmp_path / "out" / "continual.csv")
+    assert float(rows[0]["final_average_accuracy"]) == pytest.approx(0.3) and rows[0]["seeds"] == "2"
+    assert (tmp_path / "out" / "continual.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+def distillation_run(folder, seed, source, sampling, accuracy, sampling_source="buffer", targets="teacher", fraction=None) -> Path:
+    record = {"source": source, "sampling": sampling, "sampling_source": sampling_source, "targets": targets, "lossless_fraction": fraction,
+              "episodes": 1000, "generator_bits_per_item": 168 if source == "recollections" else None, "accuracy_at": accuracy,
+              "storage/total_bits": 123}
+    config = {"seed": seed, "model": {"_target_": "lossy_memory.models.GenerativeDistiller", "student": {"_target_": "lossy_memory.nets.LeNet5"},
+                                      "source": source, "targets": targets}, "distill_source": {"source": source, "sampling_source": sampling_source}}
+    return fake_run(folder, config, {"test/accuracy": 0.5}, {"distillation.json": record})
+
+
+def test_distillation_runs_pool_seeds_per_method_and_episode_count(tmp_path, capsys):
+    distillation_run(tmp_path / "0", 0, "recollections", "RandomSampling", {"10": 0.1, "1000": 0.90})
+    distillation_run(tmp_path / "1", 1, "recollections", "RandomSampling", {"10": 0.2, "1000": 0.94})
+    distillation_run(tmp_path / "2", 0, "recollections", "RandomSampling", {"10": 0.1, "1000": 0.30}, sampling_source="codes")
+    distillation_run(tmp_path / "3", 0, "lossless", "RandomSampling", {"10": 0.1, "1000": 0.80}, fraction=0.02)
+    distillation_run(tmp_path / "4", 0, "real", "RandomSampling", {"10": 0.1, "1000": 0.95}, targets="labels")
+    assert main([str(tmp_path)]) == 0
+    rows = {r["method"]: r for r in read_rows(tmp_path / "distillation.csv")}
+    assert set(rows) == {"buffer sampling, c=168", "code sampling, c=168", "lossless 2% (random)", "real data, true labels"}
+    buffer = rows["buffer sampling, c=168"]
+    assert buffer["seeds"] == "2" and float(buffer["1000"]) == pytest.approx(92.0) and float(buffer["1000_std"]) == pytest.approx(2.828, abs=1e-3)
+    assert "| buffer sampling, c=168 | 2 | 123 | 15.00 ± 7.07 | 92.00 ± 2.83 |" in capsys.readouterr().out
+    assert (tmp_path / "distillation.png").stat().st_size > 0
+
+
+def condensation_run(folder, seed, accuracies, cross=None, images_per_class=1) -> Path:
+    config = {"seed": seed, "data": {"_target_": "lossy_memory.data.MNISTDataModule"}, "eval_classifier": {"_target_": "lossy_memory.nets.ConvNet"},
+              "model": {"_target_": "lossy_memory.models.GradientMatchingCondenser", "images_per_class": images_per_class, "init": "real"}}
+    evaluation = {"eval_net": {"accuracies": accuracies}, **({"mlp": {"accuracies": cross}} if cross else {}), "eval_epochs": 300}
+    return fake_run(folder, config, {"test/accuracy": 0.9}, {"synthetic/evaluation.json": evaluation})
+
+
+def test_condensation_pools_every_evaluated_network_of_every_seed(tmp_path, capsys):
+    condensation_run(tmp_path / "0", 0, [0.90, 0.92], cross=[0.70, 0.72])
+    condensation_run(tmp_path / "1", 1, [0.94, 0.96])
+    condensation_run(tmp_path / "2", 0, [0.97], images_per_class=10)
+    assert main([str(tmp_path)]) == 0
+    rows = [(r["images_per_class"], r["evaluated_on"], r["seeds"], r["networks"], round(float(r["accuracy"]), 6))
+            for r in read_rows(tmp_path / "condensation.csv")]
+    assert rows == [("1", "ConvNet", "2", "4", 93.0), ("1", "mlp", "2", "2", 71.0), ("10", "ConvNet", "1", "1", 97.0)]
+    assert "| gradient matching (real init) | MNISTDataModule | 1 | ConvNet | 2 | 4 | 93.00 ± 2.58 |" in capsys.readouterr().out
+
+
+# -- real runs -----------------------------------------------------------------------------------------------
+def test_a_three_seed_multirun_of_real_runs_is_one_row(real_data_dir, tmp_path):
+    """`-m seed=1,2,3` of a short compression run, then the report command, both as a user types them."""
+    env = {"LOSSY_MEMORY_DATA_DIR": str(real_data_dir), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    sweep = tmp_path / "sweep"
+    train = [sys.executable, "-m", "lossy_memory.train", "-m", "+experiment=mnist_compression", "trainer=debug", "model.latent.c=8",
+             "seed=1,2,3", "callbacks.rich_progress_bar=null", f"hydra.sweep.dir={sweep}", f"paths.log_dir={tmp_path / 'outputs'}"]
+    result = subprocess.run(train, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = subprocess.run([sys.executable, "-m", "lossy_memory.report", str(sweep)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    distortions = [json.loads((sweep / str(k) / "results.json").read_text())["metrics"]["train/distortion"] for k in range(3)]
+    assert len(set(distortions)) == 3  # three seeds, three results
+    (row,) = read_rows(sweep / "compression.csv")
+    assert (row["c"], row["seeds"], row["settings"]) == ("8", "3", "")
+    mean = sum(distortions) / 3
+    std = (sum((d - mean) ** 2 for d in distortions) / 2) ** 0.5
+    assert float(row["distortion"]) == pytest.approx(mean) and float(row["distortion_std"]) == pytest.approx(std)
+    assert f"| categorical | 8 | 2 |  |  | 8.0 | 784.0 | 3 | {mean:.4f} ± {std:.4f} |" in result.stdout
