@@ -7,7 +7,6 @@ Nothing here may reach the network: W&B's server address points at a closed loca
 from __future__ import annotations
 
 import json
-
 import struct
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import wandb
+from PIL import Image
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from wandb.proto import wandb_internal_pb2
@@ -59,7 +59,7 @@ def offline_run(folder: Path) -> dict:
     for record in wandb_records(log):
         kind = record.WhichOneof("record_type")
         if kind == "run":
-            found.update(id=record.run.run_id, group=record.run.run_group)
+            found.update(id=record.run.run_id, group=record.run.run_group, name=record.run.display_name)
         elif kind == "exit":
             found["exit_code"] = record.exit.exit_code
         elif kind == "history":
@@ -119,6 +119,24 @@ def test_wandb_without_key_logs_offline_into_the_run_dir_with_image_grids(tmp_pa
     assert not (tmp_path / "wandb").exists(), "W&B wrote outside the run directory"
 
 
+def test_a_continual_run_sends_what_its_memory_replays_of_each_task(tmp_path: Path, no_wandb_key: None) -> None:
+    write_mnist(tmp_path / "data", train_per_class=20, test_per_class=5)
+    run_dir = tmp_path / "run"
+    cfg = compose_config(["+experiment=mnist_split_lifelong", "data.num_tasks=3", "data.batch_size=20", "logger=wandb",
+                          "memory.lossless_equivalent=12", f"data.data_dir={tmp_path / 'data'}", "callbacks.recollection_grid.per_task=4"], run_dir)
+    train(cfg)
+    wandb.teardown()
+    grids = sorted((run_dir / "images").glob("recollections_after_task*.png"))
+    assert [g.name for g in grids] == [f"recollections_after_task{k}.png" for k in range(3)]
+    with Image.open(grids[-1]) as image:  # three rows of items: taller than the first boundary's one
+        last_height = image.size[1]
+    with Image.open(grids[0]) as image:
+        assert image.size[1] < last_height
+    run = offline_run(run_dir)
+    assert "cl/recollections" in run["history_keys"] and "cl/accuracy_matrix_heatmap" in run["history_keys"]
+    assert len(list((run["dir"] / "files" / "media" / "images" / "cl").glob("recollections_*.png"))) == 3
+
+
 def test_logger_many_composes_csv_tensorboard_and_offline_wandb(tmp_path: Path, no_wandb_key: None) -> None:
     cfg = compose_config(["+experiment=mnist_compression", "logger=many"], tmp_path / "run")
     loggers = {name: instantiate(cfg.logger[name]) for name in cfg.logger}
@@ -141,3 +159,7 @@ def test_multirun_jobs_get_their_own_wandb_runs_in_one_group(tmp_path: Path) -> 
     assert [run["group"] for run in runs] == [sweep.name] * 2
     assert [run["exit_code"] for run in runs] == [0, 0]
     assert all("test/distortion" in run["history_keys"] for run in runs)
+    # what the sweep varied, as config the W&B UI groups by, and in each run's name; settings fixed for all jobs are not
+    assert [run["config"]["swept"] for run in runs] == [{"model.latent.c": "8"}, {"model.latent.c": "16"}]
+    assert [run["name"] for run in runs] == ["mnist_compression model.latent.c=8", "mnist_compression model.latent.c=16"]
+    assert json.loads((sweep / "1" / "run.json").read_text())["swept"] == {"model.latent.c": "16"}

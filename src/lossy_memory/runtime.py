@@ -91,6 +91,32 @@ def wandb_group() -> str | None:
     return Path(hydra_cfg.sweep.dir).name if hydra_cfg.mode == RunMode.MULTIRUN else None
 
 
+def swept_settings() -> dict[str, str]:
+    """In a multirun job, this job's value of each setting the sweep varies (a comma list, range or other sweep on the
+    command line, or a sweeper's ``params``, Optuna's included), by key: what a dashboard groups the sweep's runs
+    by. Empty in a single run."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return {}
+    hydra_cfg, parser = HydraConfig.get(), OverridesParser.create()
+    swept = set((hydra_cfg.sweeper.get("params") or {}).keys())
+    command = Path(hydra_cfg.sweep.dir) / "multirun.yaml"  # the sweep's command line, saved before its jobs start
+    if command.is_file():
+        overrides = OmegaConf.load(command).hydra.overrides.task
+        swept |= {o.key_or_group for o in parser.parse_overrides(list(overrides)) if o.is_sweep_override()}
+    job = {o.key_or_group: o.get_value_element_as_str() for o in parser.parse_overrides(list(hydra_cfg.overrides.task))}
+    return {key: job[key] for key in sorted(swept) if key in job}
+
+
+def name_with_swept(name: str) -> str:
+    """A run's display name: ``name``, and in a multirun job the settings this job's sweep gave it."""
+    swept = swept_settings()
+    return name if not swept else f"{name} " + ",".join(f"{k}={v}" for k, v in swept.items())
+
+
 def default_data_dir() -> str:
     return os.environ.get("LOSSY_MEMORY_DATA_DIR") or str(PROJECT_ROOT / "data")
 
@@ -104,6 +130,7 @@ def sqlite_storage(path: str) -> str:
 
 def register_resolvers() -> None:
     resolvers = {"run_stamp": run_stamp, "wandb_offline": wandb_offline, "wandb_group": wandb_group, "sqlite_storage": sqlite_storage,
+                 "name_with_swept": name_with_swept,
                  "default_data_dir": default_data_dir, "project_root": lambda: str(PROJECT_ROOT)}
     for name, resolver in resolvers.items():
         if not OmegaConf.has_resolver(name):

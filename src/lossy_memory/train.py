@@ -26,6 +26,7 @@ from lossy_memory.runtime import (
     register_resolvers,
     remove_fresh_run_dir,
     run_stamp,
+    swept_settings,
     user_errors_reported,
 )
 
@@ -40,11 +41,12 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, L.LightningModule, L.
     datamodule.prepare_data()
     datamodule.setup("fit")
     resolved = OmegaConf.to_container(cfg, resolve=True)
+    swept = swept_settings()
     callbacks = [instantiate(c) for c in cfg.get("callbacks", {}).values() if c is not None]
-    callbacks.append(RunRecord(resolved, cfg.paths.output_dir))
+    callbacks.append(RunRecord(resolved, cfg.paths.output_dir, swept))
     loggers = [instantiate(c) for c in cfg.get("logger", {}).values() if c is not None]
-    for logger in loggers:  # the whole resolved config, so runs can be filtered and grouped by any setting (c, l, seed, lr)
-        logger.log_hyperparams(resolved)
+    for logger in loggers:  # the whole resolved config, so runs can be filtered and grouped by any setting (c, l, seed, lr),
+        logger.log_hyperparams({**resolved, "swept": swept} if swept else resolved)  # and a sweep's runs by what it varied
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
     return datamodule, model, trainer
 

@@ -29,7 +29,7 @@ class ReconstructionGrid(L.Callback):
         grid = make_grid(torch.cat([x, x_hat]), nrow=len(x), padding=1)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         what = describe(pl_module)
-        save_labelled(grid, self.output_dir / f"reconstructions_epoch{trainer.current_epoch}.png", x.shape[-2],
+        save_labelled(grid, self.output_dir / f"reconstructions_epoch{trainer.current_epoch}.png", x.shape[-2], ["original", "reconstruction"],
                       f"validation images, epoch {trainer.current_epoch}{': ' + what if what else ''}")
         caption = f"top row: originals; bottom row: reconstructions{' (' + what + ')' if what else ''}"
         for logger in trainer.loggers:
@@ -49,15 +49,15 @@ def describe(pl_module: L.LightningModule) -> str:
     return f"{sizes}{latent.bits_per_item} bits per image"
 
 
-def save_labelled(grid: torch.Tensor, path: Path, row_height: int, title: str) -> None:
-    """The grid as a PNG with its two rows named (Agg canvas: no GUI backend)."""
+def save_labelled(grid: torch.Tensor, path: Path, row_height: int, names: list[str], title: str) -> None:
+    """The grid (rows of ``row_height`` pixels, 1 pixel apart) as a PNG with its rows named (Agg canvas: no GUI backend)."""
     from matplotlib.figure import Figure
 
     height, width = grid.shape[1:]
     figure = Figure(figsize=(max(4.0, width / 60), max(1.6, height / 60 + 0.8)), layout="constrained")
     axes = figure.subplots()
     axes.imshow(grid.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
-    axes.set_yticks([1 + row_height / 2, 2 + 1.5 * row_height], ["original", "reconstruction"], fontsize=8)
+    axes.set_yticks([1 + (row_height + 1) * k + row_height / 2 for k in range(len(names))], names, fontsize=8)
     axes.set_xticks([])
     axes.set_title(title, fontsize=8)
     figure.savefig(path, dpi=100)

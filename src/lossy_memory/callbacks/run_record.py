@@ -15,12 +15,13 @@ from lossy_memory.runtime import git_state
 
 
 class RunRecord(L.Callback):
-    """Writes ``config.yaml`` (resolved) and ``run.json`` (git SHA, world size, storage) to the run directory,
+    """Writes ``config.yaml`` (resolved) and ``run.json`` (git SHA, world size, storage; in a multirun job, ``swept``:
+    the settings its sweep gave it) to the run directory,
     and stores the resolved config inside every checkpoint so ``lossy_memory.evaluate`` can rebuild the run."""
 
-    def __init__(self, config: dict[str, Any], output_dir: str | Path):
+    def __init__(self, config: dict[str, Any], output_dir: str | Path, swept: dict[str, str] | None = None):
         self.config, self.output_dir = config, Path(output_dir)
-        self.extra: dict[str, Any] = {}
+        self.extra: dict[str, Any] = {"swept": swept} if swept else {}
 
     @rank_zero_only
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -316,9 +316,10 @@ class EpisodicMemory(nn.Module):
             return [mix_replayed(batch, None)] * count
         return [mix_replayed(batch, (d.x, d.y, d.task)) for d in self.sample_batches(count, n or len(x), x.device)]
 
-    def contents(self, task: int | None = None, device: torch.device | str = "cpu",
-                 key: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Every stored item (of ``task``, of store ``key``, when given) as (images, labels, tasks) on ``device``."""
+    def contents(self, task: int | None = None, device: torch.device | str = "cpu", key: int | None = None,
+                 limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every stored item (of ``task``, of store ``key``, when given; the first ``limit`` of each store, when given:
+        only those are decoded) as (images, labels, tasks) on ``device``."""
         xs, ys, ts = [], [], []
         device = torch.device(device)
         for k, store in self.stores.items():
@@ -326,6 +327,8 @@ class EpisodicMemory(nn.Module):
                 continue
             data, labels, tasks = stored_items(store)
             keep = torch.ones(len(labels), dtype=torch.bool) if task is None else tasks.cpu() == task
+            if limit is not None:
+                keep &= keep.cumsum(0) <= limit
             if not keep.any():
                 continue
             xs.append(self.codec.decode(store, select(data, keep), device))
