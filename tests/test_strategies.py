@@ -218,7 +218,7 @@ def test_derpp_memory_pays_for_its_logits_within_the_budget(logit_dtype, bits):
     """Equal bits: the logits kept per item come out of the same budget (split MNIST: 10 logits of 32 bits per item)."""
     derpp = DERPP(logit_dtype=logit_dtype)
     memory = EpisodicMemory("lossless", lossless_equivalent=20)
-    ctx = context(derpp, memory)
+    context(derpp, memory)  # builds the memory with the strategy's per-item attributes
     item = 8 * 64 + 8 + 8 + 6 * bits  # 8x8 image, label, task id, 6 logits
     assert memory.stores[0].item_bits == item
     assert memory.capacity == int(memory.budget_bits // item) < 20

@@ -18,7 +18,6 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
-import torch
 
 from lossy_memory.callbacks.recollection_writer import find_writer
 from lossy_memory.memory import EpisodicMemory
