@@ -112,7 +112,9 @@ def test_wandb_without_key_logs_offline_into_the_run_dir_with_image_grids(tmp_pa
     assert grids, "ReconstructionGrid saved no grid"
     assert len(list((run["dir"] / "files" / "media" / "images" / "val").glob("reconstructions_*.png"))) == len(grids)
     assert "val/reconstructions" in run["history_keys"] and "test/distortion" in run["history_keys"]
-    assert run["config"]["model"]["latent"]["c"] == cfg.model.latent.c and run["config"]["seed"] == cfg.seed  # runs filter by setting
+    config = run["config"]  # runs filter by any setting: c, l, seed, learning rate
+    assert (config["model"]["latent"]["c"], config["model"]["latent"]["l"], config["seed"], config["model"]["optimizer"]["lr"]) == (
+        cfg.model.latent.c, cfg.model.latent.l, cfg.seed, cfg.model.optimizer.lr)
     results = json.loads((run_dir / "results.json").read_text())["metrics"]
     assert run["summary"]["test/distortion"] == pytest.approx(results["test/distortion"])  # the final figure in the summary
     assert (run_dir / "csv" / "metrics.csv").is_file()  # logger=wandb keeps the CSV the reports read

@@ -103,10 +103,41 @@ def test_a_multinode_ddp_run_takes_its_ranks_from_slurm_or_torchrun(environment,
 
     from conftest import compose_config
 
+    from lightning.pytorch.utilities import rank_zero_only
+
     for name, value in LAUNCHERS[environment].items():
         monkeypatch.setenv(name, value)
+    # the Trainer makes this process rank 3 for rank_zero_only: undone afterwards, or later runs in this process write nothing
+    monkeypatch.setattr(rank_zero_only, "rank", rank_zero_only.rank)
     cfg = compose_config(["+experiment=mnist_compression", "trainer=ddp_multinode", "trainer.accelerator=cpu", "trainer.devices=2"],
                          tmp_path / "run")
     trainer = instantiate(cfg.trainer)
     assert type(trainer.strategy.cluster_environment).__name__ == environment
     assert (trainer.num_nodes, trainer.world_size, trainer.global_rank, trainer.node_rank, trainer.local_rank) == (2, 4, 3, 1, 1)
+
+
+def test_parallel_jobs_share_the_cores_and_spread_over_the_gpus(monkeypatch, tmp_path):
+    """What a job of a parallel sweep sets on a machine with more cores and GPUs than this one: its share of the
+    cores (16 cores, 4 jobs at a time: 4 threads) and, on 4 GPUs, GPU k mod 4 for job k."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from lossy_memory.train import set_cpu_threads, spread_over_gpus
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    threads = torch.get_num_threads()
+    try:
+        set_cpu_threads(OmegaConf.create({"cpu_threads": None, "trainer": {"accelerator": "cpu"}}), jobs=(4, 0))
+        assert torch.get_num_threads() == 4
+    finally:
+        torch.set_num_threads(threads)
+    placed = []
+    for job in (1, 6):
+        cfg = OmegaConf.create({"trainer": {"accelerator": "gpu", "devices": 1}})
+        spread_over_gpus(cfg, (4, job))
+        placed.append(list(cfg.trainer.devices))
+    assert placed == [[1], [2]]
+    ddp = OmegaConf.create({"trainer": {"accelerator": "gpu", "devices": 2}})
+    spread_over_gpus(ddp, (4, 3))
+    assert ddp.trainer.devices == 2  # a job that asks for several devices keeps its own choice
