@@ -12,15 +12,17 @@ import pytest
 
 
 def sweep_two_jobs(launcher: list[str], data_dir, tmp_path, threads: str | None = None):
-    """A 2-job compression sweep (c=4 and c=8, a few debug steps) through ``launcher``: (the jobs' run.json, their
-    results.json, the process result), after checking each job finished with its own c."""
-    sweep = tmp_path / "sweep"
+    """A 2-job compression sweep (c=4 and c=8, a few debug steps) through ``launcher``, into the sweep folder the
+    default config names: (the jobs' run.json, their results.json, the process result), after checking both jobs
+    landed in that one folder and each finished with its own c."""
     env = {"LOSSY_MEMORY_DATA_DIR": str(data_dir), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)} | ({"OMP_NUM_THREADS": threads} if threads else {})
     args = ["-m", "+experiment=mnist_compression", "trainer=debug", "model.latent.c=4,8", "callbacks.rich_progress_bar=null", *launcher,
-            f"hydra.sweep.dir={sweep}"]
+            f"paths.log_dir={tmp_path / 'outputs'}"]
     result = subprocess.run([sys.executable, "-m", "lossy_memory.train", *args], cwd=tmp_path, env=env, capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
+    # one folder for the sweep, whichever process ran each job (the sweep folder's name is resolved once)
+    (sweep,) = (tmp_path / "outputs" / "multiruns").iterdir()
     runs = [json.loads((sweep / str(k) / "run.json").read_text()) for k in (0, 1)]
     results = [json.loads((sweep / str(k) / "results.json").read_text()) for k in (0, 1)]
     assert [r["storage"]["bits_per_item"] for r in runs] == [4, 8] and all("test/distortion" in r["metrics"] for r in results)

@@ -134,7 +134,9 @@ def register_resolvers() -> None:
                  "default_data_dir": default_data_dir, "project_root": lambda: str(PROJECT_ROOT)}
     for name, resolver in resolvers.items():
         if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, resolver)
+            # run_stamp cached in the config: Hydra copies a sweep's resolver cache into each job's config, so jobs run by
+            # other processes (joblib workers, submitit / SLURM jobs) resolve the sweep's folder to the same name
+            OmegaConf.register_new_resolver(name, resolver, use_cache=name == "run_stamp")
 
 
 @functools.cache
