@@ -28,6 +28,8 @@ def test_known_sizes_of_the_references():
     resnet = ResNet18((3, 32, 32), 100, nf=20)
     assert resnet.num_features == 160 and 1.0e6 < sum(p.numel() for p in resnet.parameters()) < 1.3e6
     assert ConvNet((1, 28, 28), 10).num_features == 128 * 3 * 3 and ConvNet((3, 32, 32), 10).num_features == 128 * 4 * 4
+    # the condensation reference's MNIST layout (conf/classifier/convnet_mnist): first convolution padded by 3, 32/16/8/4 maps
+    assert ConvNet((1, 28, 28), 10, first_padding=3).num_features == 128 * 4 * 4
     assert MLP((1, 28, 28), 10, hidden=[100, 100]).num_features == 100
 
 
