@@ -159,7 +159,7 @@ class GradientMatchingCondenser(L.LightningModule):
         m = self.num_classes * self.images_per_class
         self.synthetic_images = nn.Parameter(torch.randn(m, *self.image_shape))
         self.register_buffer("synthetic_labels", torch.arange(self.num_classes).repeat_interleave(self.images_per_class))
-        self.real_images: torch.Tensor | None = None  # the training images as given (uint8 kept uint8); normalised per batch
+        self.real_images: torch.Tensor | None = None  # the training images, normalised once (float): batches are plain gathers
         self.class_indices: list[torch.Tensor] = []
         self.generator = torch.Generator().manual_seed(self.seed)
         self.iteration = 0
@@ -167,16 +167,17 @@ class GradientMatchingCondenser(L.LightningModule):
 
     # -- real data ----------------------------------------------------------------------------------------------
     def attach_real_data(self, images: torch.Tensor, labels: torch.Tensor) -> None:
-        """Keep the training set (uint8 or float in [0, 1]) for per-class sampling, and initialise the synthetic set."""
+        """Keep the training set (uint8 or float in [0, 1]; kept normalised, on the synthetic set's device) for per-class
+        sampling, and initialise the synthetic set."""
         if tuple(images.shape[1:]) != self.image_shape:
             raise ValueError(f"training images have shape {list(images.shape[1:])} but model.image_shape is {list(self.image_shape)}")
         check_images_per_class(labels, self.images_per_class, self.num_classes)
-        self.real_images = images  # converted per batch: keeps uint8 storage small
+        self.real_images = self.to_input(images)  # once, as the reference keeps them: no conversion per matching step
         self.class_indices = [torch.nonzero(labels.cpu() == c).flatten() for c in range(self.num_classes)]
         with torch.no_grad():
             if self.init == "real":
                 chosen = torch.cat([self.draw_indices(c, self.images_per_class) for c in range(self.num_classes)])
-                self.synthetic_images.copy_(self.to_input(images[chosen]).to(self.synthetic_images.device))
+                self.synthetic_images.copy_(self.real_images[chosen])
             else:
                 self.synthetic_images.copy_(torch.randn(self.synthetic_images.shape, generator=self.generator))
 
@@ -184,6 +185,9 @@ class GradientMatchingCondenser(L.LightningModule):
         if stage == "fit" and self.real_images is None:
             train = self.trainer.datamodule.train_set
             self.attach_real_data(train.images, train.labels)
+
+    def on_fit_start(self) -> None:
+        self.real_images = self.real_images.to(self.device)  # Lightning moves the module after setup
 
     def to_input(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 or [0, 1] images as the normalised float input the synthetic images live beside."""
@@ -199,7 +203,7 @@ class GradientMatchingCondenser(L.LightningModule):
         """One real mini-batch per class, stacked: [classes, batch, C, H, W] (as many per class as the smallest class has)."""
         n = min(self.batch_real, min(len(i) for i in self.class_indices))
         index = torch.stack([self.draw_indices(c, n) for c in range(self.num_classes)])
-        return self.to_input(self.real_images[index.flatten()]).view(self.num_classes, n, *self.image_shape)
+        return self.real_images[index.flatten().to(self.real_images.device)].view(self.num_classes, n, *self.image_shape)
 
     # -- the matching loss ---------------------------------------------------------------------------------------
     def autocast(self):

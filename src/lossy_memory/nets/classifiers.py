@@ -122,7 +122,8 @@ class ConvNet(Classifier):
         layers: list[nn.Module] = []
         channels = self.image_shape[0]
         for layer in range(depth):
-            layers += [nn.Conv2d(channels, width, 3, padding=first_padding if layer == 0 else 1), make_norm(width), nn.ReLU(), pool(2)]
+            # in-place ReLU (the norm's backward needs its input, not its output): one activation copy less per layer
+            layers += [nn.Conv2d(channels, width, 3, padding=first_padding if layer == 0 else 1), make_norm(width), nn.ReLU(inplace=True), pool(2)]
             channels = width
         self.body = nn.Sequential(*layers)
         self.finish()
