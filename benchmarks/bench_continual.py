@@ -17,6 +17,10 @@ timed steps. The generator's share is measured as 1 - (the same loop with the ge
 from earlier issues: recollection replay (N=1) <= 2x lossless replay per incoming example; cost at 100% / 10%
 buffer fill <= 1.2x. A shorter table times the ``cifar100_lifelong`` settings (reduced ResNet-18, c=620).
 
+**torch.compile** of the step's two networks, eager against compiled on the same batches (after a warm-up that
+includes compiling): the whole-stream classifier (MLP 400x400, SGD, batch 20: 10 incoming + 10 replayed) and the
+default c=38 generator (DiscreteVAE, Adam, batch 20), ms per training step.
+
 **A busy GPU** (only when one is visible): the whole split-MNIST stream, lossless and recollection replay, as incoming
 batches/s of one process alone and of 8 processes side by side (1 CPU thread each). Bars: alone >= 1,000 / 400
 steps/s; side by side, each at least half that.
@@ -119,8 +123,7 @@ def plain_rate(loop, cfg, batches) -> float:
     optimizer = torch.optim.SGD(net.parameters(), lr=cfg.model.optimizer.lr)
     start = time.perf_counter()
     loop(net, optimizer, batches, cfg)
-    if DEVICE.type == "cuda":
-        torch.cuda.synchronize()
+    synchronize()
     return sum(len(y) for _, y, _ in batches) / (time.perf_counter() - start)
 
 
@@ -319,8 +322,7 @@ def time_interleaved(loops: dict[str, Learner], stream: list[dict[str, torch.Ten
         for name, loop in loops.items():
             start = time.perf_counter()
             loop.step(batch)
-            if DEVICE.type == "cuda":
-                torch.cuda.synchronize()
+            synchronize()
             if round_ >= WARMUP:
                 times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
@@ -401,6 +403,57 @@ def launch(kind: str, processes: int) -> list[float]:
     return rates
 
 
+def compiled_networks() -> None:
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", [*STREAM, "memory=recollection"])
+    x, y = torch.rand(2 * BATCH, 1, 28, 28, device=DEVICE), torch.randint(0, 10, (2 * BATCH,), device=DEVICE)
+
+    def classifier_step(net, forward):
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
+
+        def step():
+            loss = F.cross_entropy(forward(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return step
+
+    def generator_step(vae, forward):
+        optimizer = torch.optim.Adam(vae.parameters(), lr=1e-3)
+
+        def step():
+            x_hat, kl = forward(x)
+            loss = (x_hat - x).abs().flatten(1).sum(1).mean() + 0.01 * kl.mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return step
+
+    print(f"\ntorch.compile of the step's networks on {DEVICE}, batch {2 * BATCH}, ms per training step (eager / compiled)")
+    for name, build, make_step, count in (
+            ("classifier MLP 400x400", lambda: instantiate(cfg.classifier)(image_shape=(1, 28, 28), num_classes=10), classifier_step, 2000),
+            ("generator c=38 (default)", lambda: instantiate(cfg.memory.generator), generator_step, 300)):
+        times = []
+        for compiled in (False, True):
+            torch.manual_seed(0)
+            net = build().to(DEVICE)
+            step = make_step(net, torch.compile(net) if compiled else net)
+            for _ in range(30):  # warm-up, compiling included
+                step()
+            synchronize()
+            start = time.perf_counter()
+            for _ in range(count):
+                step()
+            synchronize()
+            times.append(1000 * (time.perf_counter() - start) / count)
+        print(f"{name:<30}{times[0]:>8.3f} / {times[1]:.3f} ms: compiled {times[0] / times[1]:.2f}x eager's speed", flush=True)
+
+
+def synchronize() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def side_by_side(processes: int = 8) -> None:
     print(f"\nsplit MNIST, whole stream through lossy_memory.train on {DEVICE} (MLP 400x400, batch {BATCH}, 200 images' bits), "
           f"incoming batches/s: one process alone, then {processes} side by side")
@@ -419,6 +472,7 @@ def main() -> None:
         whole_stream()
         per_step()
         cifar100_ratio()
+        compiled_networks()
         if DEVICE.type == "cuda":
             side_by_side()
     finally:
