@@ -32,8 +32,8 @@ from lossy_memory.memory.budget import lossless_bits
 from lossy_memory.memory.episodic import stored_items
 from lossy_memory.memory.synthetic import Normalizer, evaluate_synthetic_set, normalized_split, storage_bits
 from lossy_memory.models.discrete_vae import DiscreteVAE
-from lossy_memory.writers import markdown_table, write_csv, write_json
 from lossy_memory.runtime import CONFIG_DIR, quiet_known_noise, register_resolvers, user_errors_reported
+from lossy_memory.writers import markdown_table, write_csv, write_json
 
 register_resolvers()
 quiet_known_noise()

@@ -14,8 +14,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from lossy_memory.checkpoints import stored_run_config
-from lossy_memory.writers import write_json
 from lossy_memory.runtime import CONFIG_DIR, quiet_known_noise, register_resolvers, user_errors_reported
+from lossy_memory.writers import write_json
 
 register_resolvers()
 quiet_known_noise()

@@ -27,8 +27,8 @@ from lossy_memory.memory.synthetic import (
     normalized_split,
     train_on_synthetic,
 )
-from lossy_memory.writers import write_json
 from lossy_memory.runtime import CONFIG_DIR, quiet_known_noise, register_resolvers, user_errors_reported
+from lossy_memory.writers import write_json
 
 register_resolvers()
 quiet_known_noise()

@@ -129,9 +129,8 @@ def sqlite_storage(path: str) -> str:
 
 
 def register_resolvers() -> None:
-    resolvers = {"run_stamp": run_stamp, "wandb_offline": wandb_offline, "wandb_group": wandb_group, "sqlite_storage": sqlite_storage,
-                 "name_with_swept": name_with_swept,
-                 "default_data_dir": default_data_dir, "project_root": lambda: str(PROJECT_ROOT)}
+    resolvers = {"run_stamp": run_stamp, "wandb_offline": wandb_offline, "wandb_group": wandb_group, "name_with_swept": name_with_swept,
+                 "sqlite_storage": sqlite_storage, "default_data_dir": default_data_dir, "project_root": lambda: str(PROJECT_ROOT)}
     for name, resolver in resolvers.items():
         if not OmegaConf.has_resolver(name):
             # run_stamp cached in the config: Hydra copies a sweep's resolver cache into each job's config, so jobs run by

@@ -19,7 +19,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from lossy_memory.callbacks import RunRecord
 from lossy_memory.checkpoints import check_resume
-from lossy_memory.writers import write_json
 from lossy_memory.runtime import (
     CONFIG_DIR,
     quiet_known_noise,
@@ -29,6 +28,7 @@ from lossy_memory.runtime import (
     swept_settings,
     user_errors_reported,
 )
+from lossy_memory.writers import write_json
 
 register_resolvers()
 quiet_known_noise()

@@ -19,8 +19,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from lossy_memory.checkpoints import shortened
-from lossy_memory.writers import write_json
 from lossy_memory.runtime import git_state
+from lossy_memory.writers import write_json
 
 
 class PublishCheckpoint(L.Callback):

@@ -50,7 +50,7 @@ class RecollectionGrid(L.Callback):
         self.output_dir.mkdir(parents=True, exist_ok=True)
         kind = f"{memory.kind} memory"
         save_labelled(grid, self.output_dir / f"recollections_after_task{task}.png", rows[0].shape[-2],
-                  [f"task {k}" for k in range(task + 1)], f"{kind}: what it replays of each task, after task {task}")
+                      [f"task {k}" for k in range(task + 1)], f"{kind}: what it replays of each task, after task {task}")
         caption = f"row k: task k's items as replayed ({kind}), after training task {task}"
         step = getattr(pl_module, "stream_position", trainer.global_step)
         for logger in trainer.loggers:

@@ -10,8 +10,8 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_only
 
-from lossy_memory.writers import write_json
 from lossy_memory.runtime import git_state
+from lossy_memory.writers import write_json
 
 
 class RunRecord(L.Callback):

@@ -50,8 +50,8 @@ from lossy_memory.memory.replay import evaluating
 from lossy_memory.metrics.continual import correct_counts
 from lossy_memory.metrics.continual_evaluation import ContinualEvaluator
 from lossy_memory.nets import Classifier
-from lossy_memory.writers import write_continual_results
 from lossy_memory.strategies import ContinualStep, ContinualStrategy
+from lossy_memory.writers import write_continual_results
 
 
 class ContinualLearner(L.LightningModule):
