@@ -23,11 +23,11 @@ bench:
 compression:  # the README's main job, on the datasets LOSSY_MEMORY_DATA_DIR points at
 	$(BIN)/python -m lossy_memory.train +experiment=mnist_compression model.latent.c=38 model.latent.l=2
 
-artifacts:  # the checkpoints mnist_distill and equal_bits read from outputs/artifacts/: the teacher, generators c=168, 62, 38
+artifacts:  # the checkpoints mnist_distill and equal_bits read from outputs/artifacts/: the teacher, generators at 10x, 50x, 100x total storage
 	$(BIN)/python -m lossy_memory.train +experiment=mnist_teacher
 	$(BIN)/python -m lossy_memory.train +experiment=mnist_generator model.latent.c=168 model.hidden=40
-	$(BIN)/python -m lossy_memory.train +experiment=mnist_generator model.latent.c=62
-	$(BIN)/python -m lossy_memory.train +experiment=mnist_generator model.latent.c=38
+	$(BIN)/python -m lossy_memory.train +experiment=mnist_generator model.latent.c=62 model.hidden=17
+	$(BIN)/python -m lossy_memory.train +experiment=mnist_generator model.latent.c=38 model.hidden=10
 
 clean:
 	rm -rf outputs/* .pytest_cache
