@@ -26,8 +26,8 @@ compression:  # the README's main job, on the datasets LOSSY_MEMORY_DATA_DIR poi
 artifacts:  # the checkpoints mnist_distill and equal_bits read from outputs/artifacts/: the teacher, generators at 10x, 50x, 100x total storage
 	$(BIN)/python -m lossy_memory.train +experiment=mnist_teacher
 	$(BIN)/python -m lossy_memory.train +experiment=mnist_generator model.latent.c=168 model.hidden=40
-	$(BIN)/python -m lossy_memory.train +experiment=mnist_generator model.latent.c=62 model.hidden=17
-	$(BIN)/python -m lossy_memory.train +experiment=mnist_generator model.latent.c=38 model.hidden=10
+	$(BIN)/python -m lossy_memory.train +experiment=mnist_generator model.latent.c=62 model.hidden=13
+	$(BIN)/python -m lossy_memory.train +experiment=mnist_generator model.latent.c=38 model.hidden=4
 
 clean:
 	rm -rf outputs/* .pytest_cache
