@@ -27,7 +27,7 @@ artifacts:  # the checkpoints mnist_distill and equal_bits read from outputs/art
 	$(BIN)/python -m lossy_memory.train +experiment=mnist_teacher
 	$(BIN)/python -m lossy_memory.train +experiment=mnist_generator model.latent.c=168 model.hidden=40
 	$(BIN)/python -m lossy_memory.train +experiment=mnist_generator model.latent.c=62 model.hidden=13
-	$(BIN)/python -m lossy_memory.train +experiment=mnist_generator model.latent.c=38 model.hidden=4
+	$(BIN)/python -m lossy_memory.train +experiment=mnist_generator model.latent.c=38 model.hidden=6
 
 clean:
 	rm -rf outputs/* .pytest_cache
