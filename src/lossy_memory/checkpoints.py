@@ -100,11 +100,17 @@ def shortened_run(run_config: DictConfig, checkpoint: dict[str, Any]) -> str | N
                      None if epoch is None else epoch + 1, trainer.get("max_epochs"))
 
 
+def provenance_path(artifact: str | Path) -> Path:
+    """Where an artifact's provenance record lies: ``<artifact>.json`` beside it (written by PublishCheckpoint)."""
+    artifact = Path(artifact)
+    return artifact.with_name(artifact.name + ".json")
+
+
 def provenance(ckpt_path: str | Path, run_config: DictConfig) -> dict[str, Any]:
     """Where a checkpoint came from: the record PublishCheckpoint wrote beside an artifact (run, commit, figures), or
     what the checkpoint's own config says."""
     path = Path(ckpt_path)
-    record = path.with_name(path.name + ".json")
+    record = provenance_path(path)
     if record.is_file():
         return {"checkpoint": str(path), **json.loads(record.read_text())}
     return {"checkpoint": str(path), "task_name": run_config.get("task_name"), "seed": run_config.get("seed")}

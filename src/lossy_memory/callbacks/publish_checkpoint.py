@@ -18,7 +18,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
-from lossy_memory.checkpoints import shortened
+from lossy_memory.checkpoints import provenance_path, shortened
 from lossy_memory.runtime import git_state
 from lossy_memory.writers import write_json
 
@@ -59,6 +59,3 @@ class PublishCheckpoint(L.Callback):
             os.replace(partial, target)
         rank_zero_info(f"PublishCheckpoint: {source} -> {self.path}")
 
-
-def provenance_path(artifact: Path) -> Path:
-    return artifact.with_name(artifact.name + ".json")
