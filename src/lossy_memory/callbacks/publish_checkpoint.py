@@ -58,4 +58,3 @@ class PublishCheckpoint(L.Callback):
             write(partial)
             os.replace(partial, target)
         rank_zero_info(f"PublishCheckpoint: {source} -> {self.path}")
-
