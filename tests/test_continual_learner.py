@@ -67,7 +67,8 @@ def test_a_stream_cut_short_says_so_and_reports_no_final_figure(real_data_dir, t
 def test_recollection_replay_keeps_more_items_in_the_same_bits(real_data_dir, tmp_path, one_thread):
     metrics, run_dir = run(["+experiment=mnist_split_lifelong", "memory=recollection", "data.num_tasks=2", "data.batch_size=500",
                             "strategy.replay_size=20", "memory.generator_replay_size=20",
-                            "model.eval_max_examples=200", "memory.generator.hidden=8"], tmp_path, real_data_dir)
+                            "model.eval_max_examples=200", "memory.generator.hidden=8", "memory.generator.latent.c=38",
+                            "memory.generator.latent.l=2", "memory.generator_init=null"], tmp_path, real_data_dir)
     budget = 10 * (784 * 8 + 16)
     assert metrics["cl/storage_budget_bits"] == budget
     assert metrics["cl/storage_memory_items"] == budget // (38 + 16)  # one bitstream: no per-item padding
@@ -111,7 +112,8 @@ def test_bad_input_fails_before_training(overrides, message, real_data_dir, tmp_
 def test_strategies_and_experiments_build(experiment, strategy, tmp_path):
     overrides = [f"+experiment={experiment}", f"strategy={strategy}"]
     if experiment in ("omniglot_lifelong", "cifar100_lifelong"):
-        overrides.append("memory.generator.hidden=4")  # the recollection memory's DiscreteVAE, small for the test
+        # the recollection memory's DiscreteVAE, small for the test, from random weights (no transfer generator here)
+        overrides += ["memory.generator.hidden=4", "memory.generator_init=null"]
     cfg = compose_config(overrides, tmp_path / "run")
     model = instantiate(cfg.model)
     assert model.net.num_classes == cfg.model.num_classes
@@ -122,7 +124,8 @@ def test_strategies_and_experiments_build(experiment, strategy, tmp_path):
 @pytest.mark.slow
 def test_cifar100_lifelong_runs_on_cifar_format_files(tmp_path, one_thread):
     write_cifar100(tmp_path / "data")
-    metrics, run_dir = run(["+experiment=cifar100_lifelong", "data.num_tasks=3", "data.download=false", "memory.generator.latent.c=48"],
+    metrics, run_dir = run(["+experiment=cifar100_lifelong", "data.num_tasks=3", "data.download=false", "memory.generator.latent.c=48",
+                            "memory.generator.latent.l=2"],
                            tmp_path, tmp_path / "data")
     R = torch.tensor(json.loads((run_dir / "continual.json").read_text())["accuracy_matrix"])
     assert R.shape == (3, 3) and not R.isnan().any()
@@ -130,7 +133,8 @@ def test_cifar100_lifelong_runs_on_cifar_format_files(tmp_path, one_thread):
     assert metrics["cl/storage_memory_items"] == 30  # every example of the 3 small tasks fits as 48-bit recollections
 
 
-@pytest.mark.parametrize("memory", [["memory=lossless"], ["memory=recollection", "memory.generator.hidden=8",
+@pytest.mark.parametrize("memory", [["memory=lossless"], ["memory=recollection", "memory.generator.hidden=8", "memory.generator_init=null",
+                                                          "memory.generator.latent.c=38", "memory.generator.latent.l=2",
                                                           # the generator's and the classifier's losses each leave the other's
                                                           # parameters unused, which DDP must be told
                                                           "trainer.strategy=ddp_find_unused_parameters_true"]])

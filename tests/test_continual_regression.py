@@ -28,7 +28,9 @@ COMMON = ["+experiment=mnist_split_lifelong", "data.num_tasks=3", "data.batch_si
           "callbacks.rich_progress_bar=null", "logger=csv"]
 RUNS = {
     "lossless_replay": ["strategy=replay", "memory=lossless"],
-    "recollection_replay": ["strategy=replay", "memory=recollection", "memory.generator.hidden=8",
+    # the recorded settings (c=38, no transfer, the classifier on incoming images as they are), whatever the defaults
+    "recollection_replay": ["strategy=replay", "memory=recollection", "memory.generator.hidden=8", "memory.generator.latent.c=38",
+                            "memory.generator.latent.l=2", "memory.generator_init=null", "memory.reconstruct_incoming=false",
                             "memory.generator_replay_size=20", "strategy.replay_size=20"],
     "gem": ["strategy=gem", "memory=lossless", "memory.layout=per_task"],
     "agem": ["strategy=agem", "memory=lossless", "strategy.sample_size=20"],

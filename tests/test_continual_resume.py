@@ -56,7 +56,7 @@ def run(overrides, folder, data_dir, kill_at=None, ckpt_path=None):
 
 @pytest.mark.parametrize("memory", [
     ["memory=lossless"],
-    ["memory=recollection", "memory.generator.hidden=8"],
+    ["memory=recollection", "memory.generator.hidden=8", "memory.generator_init=null"],
 ])
 def test_killed_and_resumed_run_ends_like_an_uninterrupted_one(memory, tmp_path, one_thread):
     write_mnist(tmp_path / "data", train_per_class=20, test_per_class=5)

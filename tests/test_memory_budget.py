@@ -23,6 +23,7 @@ from lossy_memory.memory.budget import (
     occupied_bits,
     recollection_bits,
     recollections_for_lossless,
+    size_for_items,
     storage_dtype,
 )
 from lossy_memory.memory.packing import bits_per_variable
@@ -74,13 +75,45 @@ def test_lossless_equivalent_sizing():
     assert n == RecollectionBuffer(38, 2, budget_bits=1000 * lossless.item_bits).capacity == 1000 * 6288 // 54 == 116_444
 
 
-@pytest.mark.parametrize("c, l, shape", [(8, 2, (1, 28, 28)), (4, 4, (1, 28, 28)), (3, 5, (3, 32, 32)), (168, 2, (1, 28, 28)), (1, 2, (1, 5, 7))])
-def test_generator_parameter_formula_matches_the_discrete_vae(c, l, shape):
+@pytest.mark.parametrize("c, l, shape, hidden", [(8, 2, (1, 28, 28), None), (4, 4, (1, 28, 28), None), (3, 5, (3, 32, 32), None),
+                                                 (168, 2, (1, 28, 28), None), (1, 2, (1, 5, 7), None), (62, 2, (1, 28, 28), 13)])
+def test_generator_parameter_formula_matches_the_discrete_vae(c, l, shape, hidden):
     from lossy_memory.models import DiscreteVAE
     from lossy_memory.nets import CategoricalLatent, ConvDecoder, ConvEncoder
 
-    vae = DiscreteVAE(CategoricalLatent(c, l), partial(ConvEncoder), partial(ConvDecoder), partial(torch.optim.Adam), image_shape=list(shape))
-    assert PARAMETER_BITS * generator_parameters(c, l, shape) == vae.storage_report()["parameter_bits"]
+    vae = DiscreteVAE(CategoricalLatent(c, l), partial(ConvEncoder), partial(ConvDecoder), partial(torch.optim.Adam), image_shape=list(shape),
+                      hidden=hidden)
+    assert PARAMETER_BITS * generator_parameters(c, l, shape, hidden=hidden) == vae.storage_report()["parameter_bits"]
+
+
+def test_sizing_for_a_number_of_recollections_fills_the_budget():
+    """1,000 recollections in 10 MNIST images' bits (62,880): 62.88 bits each, 16 of them label and task id, so 46
+    two-valued variables; 47 would need 63,000 bits. The buffer built at that size holds at least the 1,000."""
+    budget = 10 * lossless_bits((1, 28, 28), 10, 5)
+    chosen = size_for_items(1000, budget, (1, 28, 28), 10, 5)
+    assert (chosen.c, chosen.l) == (46, 2)
+    assert 1000 * recollection_bits(47, 2, 10, 5) > budget
+    assert RecollectionBuffer(46, 2, budget_bits=budget, num_classes=10, num_tasks=5).capacity >= 1000
+    # the total constraint: the generator's parameters (8 filters) come out of the budget, so fewer bits per item
+    total = size_for_items(1000, 500 * lossless_bits((1, 28, 28), 10, 5), (1, 28, 28), 10, 5, count_generator=True, hidden=8)
+    assert 1000 * total.stored_bits + total.parameter_bits <= 500 * lossless_bits((1, 28, 28), 10, 5)
+    assert total.code_bits < size_for_items(1000, 500 * lossless_bits((1, 28, 28), 10, 5), (1, 28, 28), 10, 5).code_bits
+    with pytest.raises(ValueError, match="lower memory.recollections"):
+        size_for_items(10_000, budget, (1, 28, 28), 10, 5)  # 6.3 bits each: not even the label and task id fit
+    with pytest.raises(ValueError, match="integer >= 1"):
+        size_for_items(0, budget, (1, 28, 28), 10, 5)
+
+
+@pytest.mark.parametrize("budget, c", [(10, 46), (50, 298)])
+def test_a_recollection_memory_is_sized_from_its_budget_unless_c_and_l_are_given(tmp_path, budget, c):
+    from conftest import compose_config
+
+    cfg = compose_config(["+experiment=mnist_split_lifelong", "memory=recollection",
+                          f"memory.lossless_equivalent={budget}", "memory.recollections=1000"], tmp_path)
+    assert (cfg.memory.generator.latent.c, cfg.memory.generator.latent.l) == (c, 2)
+    given = compose_config(["+experiment=mnist_split_lifelong", "memory=recollection", f"memory.lossless_equivalent={budget}",
+                            "memory.generator.latent.c=38", "memory.generator.latent.l=4"], tmp_path)
+    assert (given.memory.generator.latent.c, given.memory.generator.latent.l) == (38, 4)
 
 
 def test_168_bits_per_example_stores_168_binary_variables():

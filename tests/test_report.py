@@ -156,12 +156,13 @@ def test_runs_of_models_without_a_table_are_named_and_skipped(tmp_path, capsys):
 
 
 # -- continual, distillation, condensation ---------------------------------------------------------------
-def continual_run(folder: Path, seed: int, kind: str, budget: int, accuracy: float, tasks_trained: int = 5) -> Path:
+def continual_run(folder: Path, seed: int, kind: str, budget: int, accuracy: float, tasks_trained: int = 5, steps: int = 1,
+                  stream: str = "SplitMNISTStream") -> Path:
     memory = {"kind": kind, "lossless_equivalent": budget, "budget_bits": None, "count_generator": False,
-              "generator": None if kind == "lossless" else {"latent": {"c": 38}}}
-    config = {"seed": seed, "data": {"_target_": "lossy_memory.data.SplitMNISTStream", "seed": seed},
+              "generator": None if kind == "lossless" else {"latent": {"c": 38, "l": 2}}}
+    config = {"seed": seed, "data": {"_target_": f"lossy_memory.data.{stream}", "seed": seed},
               "model": {"_target_": "lossy_memory.models.ContinualLearner"},
-              "strategy": {"_target_": "lossy_memory.strategies.ExperienceReplay"}, "memory": memory}
+              "strategy": {"_target_": "lossy_memory.strategies.ExperienceReplay", "steps": steps}, "memory": memory}
     metrics = {"tasks_trained": tasks_trained, "num_tasks": 5, "final_average_accuracy": accuracy,
                "task_aware_final_average_accuracy": accuracy + 0.1, "forgetting": None, "storage_memory_items": 10 if kind == "lossless" else 1164}
     return fake_run(folder, config, {"cl/finished": float(tasks_trained == 5)}, {"continual.json": {"metrics": metrics}})
@@ -173,12 +174,24 @@ def test_continual_runs_pool_seeds_and_leave_out_streams_cut_short(tmp_path, cap
     cut = continual_run(tmp_path / "sweep" / "3", 2, "lossless", 10, 0.9, tasks_trained=2)
     assert main([str(tmp_path / "sweep"), "--out", str(tmp_path / "out")]) == 0
     printed, errors = capsys.readouterr()
-    assert "| SplitMNISTStream | ExperienceReplay | lossless | 10 | incremental | 2 | 0.300 ± 0.141 | 0.400 ± 0.141 |  | 10 |" in printed
-    assert "| recollection c=38 | 10 | incremental | 1 | 0.500 | 0.600 |" in printed
+    assert "| SplitMNISTStream | ExperienceReplay | 1 | lossless | 10 | incremental | 2 | 0.300 ± 0.141 | 0.400 ± 0.141 |  | 10 |" in printed
+    assert "| 1 | recollection c=38 | 10 | incremental | 1 | 0.500 | 0.600 |" in printed
     assert f"skipped {cut}: its stream stopped after 2 of 5 tasks" in errors
     rows = read_rows(tmp_path / "out" / "continual.csv")
     assert float(rows[0]["final_average_accuracy"]) == pytest.approx(0.3) and rows[0]["seeds"] == "2"
     assert (tmp_path / "out" / "continual.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_continual_rows_split_by_replay_steps_and_carry_the_papers_figure(tmp_path, capsys):
+    """The paper's incremental-Omniglot figures stand beside the rows of the same memory, budget and N; other rows
+    (budget 200: the paper has none) leave the column empty; N = 1 and N = 3 are separate rows."""
+    for i, (steps, kind, budget) in enumerate([(1, "recollection", 50), (3, "recollection", 50), (3, "lossless", 50), (1, "lossless", 200)]):
+        continual_run(tmp_path / str(i), 0, kind, budget, 0.3, steps=steps, stream="OmniglotStream")
+    assert main([str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    rows = {(r["N"], r["memory"], r["budget"]): r["paper"] for r in read_rows(tmp_path / "out" / "continual.csv")}
+    assert rows == {("1", "recollection c=38", "50"): "9.3%", ("3", "recollection c=38", "50"): "13.0%",
+                    ("3", "lossless", "50"): "4.8%", ("1", "lossless", "200"): ""}
+    assert "| paper |" in capsys.readouterr().out
 
 
 def distillation_run(folder, seed, source, sampling, accuracy, sampling_source="buffer", targets="teacher", fraction=None) -> Path:

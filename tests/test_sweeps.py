@@ -91,6 +91,25 @@ def test_the_continual_optuna_search_sweeps_keys_the_recollection_run_has(tmp_pa
         assert OmegaConf.select(cfg, key, default="missing") != "missing", key
 
 
+def test_the_recollection_levers_grid_toggles_the_streams_transfer_generator(tmp_path):
+    """24 jobs (transfer or not x 1 or 2 generator updates x N = 1 or 3 x 3 seeds); a job with transfer starts from the
+    stream's own transfer generator, the others from random weights."""
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from lossy_memory.runtime import CONFIG_DIR
+
+    base = ["+experiment=omniglot_lifelong", "memory=recollection", "memory.lossless_equivalent=10"]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", [*base, "hparams_search=recollection_levers"], return_hydra_config=True)
+        parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in cfg.hydra.sweeper.params.items()])
+        (jobs,) = BasicSweeper.split_arguments(parsed, max_batch_size=None)
+        assert len(jobs) == 24
+        inits = {compose("train", [*base, *job]).memory.generator_init for job in jobs[::3]}
+    assert {None if i is None else tuple(i.rsplit("/", 2)[-2:]) for i in inits} == {None, ("transfer", "mnist_c46_l2_h32.ckpt")}
+
+
 LAUNCHERS = {  # what each sets for process 3 of 4 (2 nodes x 2 devices)
     "SLURMEnvironment": {"SLURM_NTASKS": "4", "SLURM_NTASKS_PER_NODE": "2", "SLURM_PROCID": "3", "SLURM_LOCALID": "1", "SLURM_NODEID": "1",
                          "SLURM_JOB_NAME": "lossy", "SLURM_JOB_ID": "123", "SLURM_NODELIST": "node[1-2]"},

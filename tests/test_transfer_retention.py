@@ -6,10 +6,13 @@ import json
 import pytest
 import torch
 from data_formats import write_cifar10, write_cifar100
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 
 from conftest import compose_config
 from lossy_memory.checkpoints import read_checkpoint
+from lossy_memory.runtime import CONFIG_DIR
 from lossy_memory.train import train
 
 FAST = ["+trainer.enable_progress_bar=false", "callbacks.rich_progress_bar=null", "logger=csv"]
@@ -34,7 +37,8 @@ def tiny_generator(real_data_dir, tmp_path_factory):
 
 
 def learner_config(tmp_path, data_dir, *overrides):
-    return compose_config(["+experiment=mnist_split_lifelong", "memory=recollection", "memory.generator.latent.c=8",
+    return compose_config(["+experiment=mnist_split_lifelong", "memory=recollection", "recollection_memory.generator_init=null",
+                           "memory.generator.latent.c=8", "memory.generator.latent.l=2",
                            "memory.generator.hidden=4", "data.num_tasks=2", "data.batch_size=100", "model.eval_max_examples=50",
                            *overrides, *FAST, f"paths.data_dir={data_dir}"], tmp_path / "run")
 
@@ -110,3 +114,31 @@ def test_retention_stream_rejects_an_interval_beyond_the_phase(tmp_path):
     with pytest.raises(Exception) as caught:
         instantiate(cfg.data)
     assert "data.interval=20 exceeds data.examples=10" in str(root_error(caught.value))
+
+
+def test_the_lifelong_experiments_start_recollections_from_their_transfer_generators(real_data_dir, tmp_path, one_thread):
+    """`+experiment=transfer_generator` on the Omniglot subset publishes transfer/omniglot_small_c<c>_l<l>_h<filters>.ckpt,
+    and split MNIST's recollection memory of that size starts from its weights; a lossless memory takes none, and a
+    size with no generator trained is refused with the command that trains it."""
+    artifacts = tmp_path / "artifacts"
+    overrides = ["+experiment=transfer_generator", "data=omniglot_small", "model.latent.c=8", "model.hidden=4", "trainer.max_epochs=1",
+                 "data.batch_size=500", *FAST, f"paths.data_dir={real_data_dir}", f"paths.artifact_dir={artifacts}"]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        HydraConfig.instance().set_config(compose(config_name="train", overrides=overrides, return_hydra_config=True))
+    try:  # the artifact is named by the data config chosen, as `python -m lossy_memory.train` (Hydra) runs it
+        train(compose_config(overrides, tmp_path / "generator"))
+    finally:
+        HydraConfig.instance().cfg = None
+    published = artifacts / "transfer" / "omniglot_small_c8_l2_h4.ckpt"
+    weights = read_checkpoint(published)["state_dict"]
+    stream = ["+experiment=mnist_split_lifelong", "memory=recollection", "memory.generator.latent.c=8", "memory.generator.latent.l=2",
+              "memory.generator.hidden=4", f"paths.data_dir={real_data_dir}", f"paths.artifact_dir={artifacts}"]
+    learner = instantiate(compose_config(stream, tmp_path / "run").model)
+    assert learner.memory.online.init == str(published)
+    for name, value in learner.memory.generator.state_dict().items():
+        assert torch.equal(value, weights[name]), name
+    lossless = compose_config(["+experiment=mnist_split_lifelong", "memory=lossless", f"paths.artifact_dir={artifacts}"], tmp_path / "run")
+    assert lossless.memory.generator_init is None
+    with pytest.raises(Exception) as caught:
+        instantiate(compose_config([*stream, "memory.generator.hidden=6"], tmp_path / "run").model)
+    assert "omniglot_small_c8_l2_h6.ckpt does not exist" in str(caught.value) and "model.hidden=6" in str(caught.value)

@@ -128,9 +128,51 @@ def sqlite_storage(path: str) -> str:
     return f"sqlite:///{path}"
 
 
+def recollection_latent(which: str, *, _parent_: Any) -> int:
+    """``c`` or ``l`` of a recollection memory's latent (``memory.generator.latent.c: ${recollection_latent:c}``):
+    the stream's own choice when its experiment pins them (``recollection_memory.c`` and ``.l``: the paper's generators
+    for CIFAR-100), otherwise sized from the budget: the (c, l) of highest capacity whose ``memory.recollections``
+    items, labels and task ids included, fit the budget (``memory.budget_bits``, or ``memory.lossless_equivalent``
+    lossless images; ``lossy_memory.memory.budget.size_for_items``; the generator's parameters too with
+    ``memory.count_generator``). A mixed memory's codes get ``lossy_fraction`` of the bits for as many fewer items, so
+    it is sized like the recollection memory (the same (c, l), the same transfer generator). Giving
+    ``memory.generator.latent.c`` and ``.l`` on the command line replaces both. Task ids count as one byte (streams of
+    up to 256 tasks)."""
+    from lossy_memory.memory.budget import lossless_bits, size_for_items
+
+    if which not in ("c", "l"):
+        raise ValueError(f"recollection_latent gives c or l, not {which!r}")
+    memory = _parent_._get_parent()._get_parent()  # latent -> generator -> memory
+    root = memory._get_root()
+    pinned = OmegaConf.select(root, f"recollection_memory.{which}")
+    if pinned is not None:
+        return int(pinned)
+    num_classes = OmegaConf.select(root, "model.num_classes")
+    if num_classes is None or memory.get("recollections") is None:
+        raise ValueError("a recollection memory sized from its budget needs memory.recollections and model.num_classes: set "
+                         "both, or give memory.generator.latent.c and memory.generator.latent.l")
+    image_shape = list(memory.generator.image_shape)
+    budget = memory.budget_bits if memory.budget_bits is not None else (
+        memory.lossless_equivalent * lossless_bits(image_shape, num_classes, num_tasks=256))
+    chosen = size_for_items(memory.recollections, budget, image_shape, num_classes, num_tasks=256,
+                            count_generator=bool(memory.count_generator), hidden=memory.generator.hidden)
+    return chosen.c if which == "c" else chosen.l
+
+
+def transfer_generator(source: str, *, _root_: Any) -> str | None:
+    """The transfer generator a stream's recollection memory starts from: the DiscreteVAE ``+experiment=transfer_generator
+    data=<source>`` publishes for the memory's latent and width, ``<artifact_dir>/transfer/<source>_c<c>_l<l>_h<filters>.ckpt``
+    (``recollection_memory.generator_init: ${transfer_generator:omniglot_small}``); None for a memory without a generator."""
+    generator = OmegaConf.select(_root_, "memory.generator")
+    if generator is None:
+        return None
+    return (f"{_root_.paths.artifact_dir}/transfer/{source}_c{generator.latent.c}_l{generator.latent.l}_h{generator.hidden}.ckpt")
+
+
 def register_resolvers() -> None:
     resolvers = {"run_stamp": run_stamp, "wandb_offline": wandb_offline, "wandb_group": wandb_group, "name_with_swept": name_with_swept,
-                 "sqlite_storage": sqlite_storage, "default_data_dir": default_data_dir, "project_root": lambda: str(PROJECT_ROOT)}
+                 "sqlite_storage": sqlite_storage, "recollection_latent": recollection_latent, "transfer_generator": transfer_generator,
+                 "default_data_dir": default_data_dir, "project_root": lambda: str(PROJECT_ROOT)}
     for name, resolver in resolvers.items():
         if not OmegaConf.has_resolver(name):
             # run_stamp cached in the config: Hydra copies a sweep's resolver cache into each job's config, so jobs run by

@@ -110,15 +110,16 @@ def recollections_for_lossless(k: int, image_shape: Sequence[int], c: int, l: in
 
 
 # -- what the generator costs ------------------------------------------------------------------------
-def generator_parameters(c: int, l: int, image_shape: Sequence[int], kernel_size: int = 5, depth: int = 3) -> int:
-    """Parameters of the DiscreteVAE (ConvEncoder + ConvDecoder, c*l/4 filters, and the latent's LayerNorm on
-    the c*l logits) for c variables of l values.
+def generator_parameters(c: int, l: int, image_shape: Sequence[int], kernel_size: int = 5, depth: int = 3,
+                         hidden: int | None = None) -> int:
+    """Parameters of the DiscreteVAE (ConvEncoder + ConvDecoder, ``hidden`` filters (None: c*l/4), and the latent's
+    LayerNorm on the c*l logits) for c variables of l values.
 
     A closed form, so that sizes too big to build (c*l/4 filters for l = 65536) cost nothing to evaluate;
     tests check it against the modules themselves.
     """
     channels = int(image_shape[0])
-    hidden = max(1, c * l // 4)
+    hidden = max(1, c * l // 4) if hidden is None else int(hidden)
     width = c * l  # encoder logits and decoder one-hot input
     cells = _feature_cells(tuple(int(s) for s in image_shape), kernel_size, depth)
     k2 = kernel_size**2
@@ -168,6 +169,7 @@ class BudgetProblem:
     num_classes: int | None = None
     num_tasks: int | None = None
     l_max: int = MAX_VALUES
+    hidden: int | None = None  # the generator's filters (None: c*l/4, the paper's)
 
     def __post_init__(self) -> None:
         if not self.bits_per_example > 0:
@@ -206,10 +208,13 @@ class BudgetProblem:
         """Eq. 6: rho * N items of item_bits(c, l) plus the generator's parameter bits fit in gamma (as in the paper;
         ``candidate(...).items`` says how many items the bits left over really hold, last partial byte included)."""
         items_bits = self.rho * self.stream_length * self.item_bits(c, l)
-        return items_bits + PARAMETER_BITS * generator_parameters(c, l, self.image_shape) <= self.total_bits
+        return items_bits + self.parameter_bits(c, l) <= self.total_bits
+
+    def parameter_bits(self, c: int, l: int) -> int:
+        return PARAMETER_BITS * generator_parameters(c, l, self.image_shape, hidden=self.hidden)
 
     def candidate(self, c: int, l: int) -> Candidate:
-        parameter_bits = PARAMETER_BITS * generator_parameters(c, l, self.image_shape)
+        parameter_bits = self.parameter_bits(c, l)
         bits, stored = code_bits(c, l), self.item_bits(c, l)
         items = None if self.total_bits is None else _items_that_fit(self.total_bits - parameter_bits, stored, bits)
         return Candidate(c, l, bits, stored, parameter_bits, items)
@@ -252,6 +257,25 @@ class BudgetProblem:
         if not rows:
             raise ValueError(f"no (c, l) fits: {self}")
         return min(rows, key=Candidate.key)
+
+
+def size_for_items(items: int, budget_bits: float, image_shape: Sequence[int], num_classes: int, num_tasks: int,
+                   count_generator: bool = False, hidden: int | None = None, l_max: int = MAX_VALUES) -> Candidate:
+    """The (c, l) of highest capacity whose ``items`` recollections, labels and task ids included, fit ``budget_bits``
+    (Appendix B with rho * N = items: each stored item may cost budget / items bits, eq. 5). ``count_generator``: the
+    generator's 32-bit parameters (``hidden`` filters; None: c*l/4) come out of the budget too (eq. 6).
+    ValueError when not even c=1, l=2 fits."""
+    if isinstance(items, bool) or int(items) != items or items < 1:
+        raise ValueError(f"memory.recollections (how many recollections the budget is sized for) must be an integer >= 1, got {items!r}")
+    problem = BudgetProblem(budget_bits / items, rho=1.0, total_bits=budget_bits if count_generator else None,
+                            image_shape=tuple(int(s) for s in image_shape), num_classes=num_classes, num_tasks=num_tasks,
+                            l_max=l_max, hidden=hidden)
+    try:
+        return problem.solve()
+    except ValueError as error:
+        raise ValueError(f"{items:,} recollections do not fit a budget of {budget_bits:,.0f} bits ({budget_bits / items:.1f} bits "
+                         f"each, {problem.side} of them for the label and task id): lower memory.recollections or raise the "
+                         "budget (memory.lossless_equivalent)") from error
 
 
 # -- command line ------------------------------------------------------------------------------------

@@ -85,6 +85,7 @@ class EpisodicMemory(nn.Module):
         device: str | None = None,
         count_generator: bool = False,
         generator_init: str | None = None,
+        recollections: int | None = None,
     ):
         super().__init__()
         if layout not in LAYOUTS:
@@ -112,6 +113,7 @@ class EpisodicMemory(nn.Module):
         self.layout = layout
         self.lossless_equivalent, self.requested_bits = lossless_equivalent, budget_bits
         self.reconstruct_incoming = bool(reconstruct_incoming)
+        self.recollections = recollections  # what the config sized (c, l) for (runtime.recollection_latent); reported only
         self.sampling = sampling or RandomSampling()
         self.seed, self.requested_device = int(seed), device
         self.storage_device = torch.device("cpu" if device is None else device)
@@ -185,6 +187,12 @@ class EpisodicMemory(nn.Module):
                              f"Raise memory.lossless_equivalent{least} or memory.budget_bits") from error
         if self.layout == "shared":
             self.stores[0] = self._new_buffer(share, seed=self.seed)
+        if self.generator is not None:
+            latent = self.generator.latent
+            logging.getLogger(__name__).info(
+                f"{self.kind} memory: latent c={latent.c}, l={latent.l}, {self.item_bits} bits an item with its label and task id; "
+                f"{self.budget_bits:,.0f} bits ({share:,.0f} a store) hold {self._new_buffer(share).capacity:,} items a store"
+                + ("" if self.recollections is None else f" (memory.recollections={self.recollections} sized the latent, unless c and l were given)"))
 
     def store_budget(self) -> float:
         """The bits of one store that ``add`` feeds."""

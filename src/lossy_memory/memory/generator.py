@@ -142,10 +142,12 @@ def initialise_from_checkpoint(vae: nn.Module, ckpt_path: str | Path) -> None:
     """Copy the weights of the DiscreteVAE in checkpoint ``ckpt_path`` into ``vae``, after checking that both have the
     same latent (c, l) and image shape (ValueError naming both otherwise)."""
     path = Path(ckpt_path)
-    how = "python -m lossy_memory.train +experiment=cifar10_generator (or mnist_generator)"
+    how = ("python -m lossy_memory.train +experiment=transfer_generator data=<another dataset> "
+           f"model.latent.c={vae.latent.c} model.latent.l={vae.latent.l} model.hidden={vae.hidden}")
     if not path.is_file():
-        raise FileNotFoundError(f"memory.generator_init={path} does not exist: train a DiscreteVAE with `{how}` "
-                                "(or point memory.generator_init at an existing checkpoint)")
+        raise FileNotFoundError(f"memory.generator_init={path} does not exist: train a DiscreteVAE with `{how}` (`make "
+                                "transfer-generators` trains the ones the lifelong experiments use), point memory.generator_init "
+                                "at an existing checkpoint, or start from random weights with memory.generator_init=null")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unreadable file gets the same clear message

@@ -50,9 +50,9 @@ class LatentAutoencoder(L.LightningModule):
         self.reconstruction_loss_name = reconstruction_loss
         self.image_shape = tuple(int(s) for s in image_shape)
         self.latent = latent
-        hidden = hidden or self.default_hidden()
-        self.encoder = encoder(image_shape=self.image_shape, out_features=latent.num_inputs, hidden=hidden)
-        self.decoder = decoder(in_features=latent.num_outputs, image_shape=self.image_shape, hidden=hidden)
+        self.hidden = hidden or self.default_hidden()  # filters per layer
+        self.encoder = encoder(image_shape=self.image_shape, out_features=latent.num_inputs, hidden=self.hidden)
+        self.decoder = decoder(in_features=latent.num_outputs, image_shape=self.image_shape, hidden=self.hidden)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.kl_weight = kl_weight
         # Keyed "<split>_distortion": a ModuleDict key may not shadow nn.Module.train.

@@ -231,6 +231,8 @@ class ContinualLearner(L.LightningModule):
                   "total_bits": memory_bits + generator_bits, "memory_items": items}
         if self.memory is not None and self.memory.image_shape is not None:
             report["budget_bits"] = self.memory.run_budget_bits
+        if self.generator is not None:  # the latent the budget was sized to (or was given): what an item holds
+            report.update(latent_c=self.generator.latent.c, latent_l=self.generator.latent.l, item_bits=self.memory.item_bits)
         return report
 
     def count_stored(self, reduce: bool = True) -> tuple[int, int]:
@@ -260,7 +262,8 @@ class ContinualLearner(L.LightningModule):
     def setting(self) -> dict[str, str]:
         """What the run compares, in words (plot titles, summaries)."""
         memory = "no memory" if self.memory is None else (
-            f"{self.memory.kind} memory, {self.storage_report()['memory_items']:,} items in {self.memory.run_budget_bits:,.0f} bits")
+            f"{self.memory.kind} memory, {self.storage_report()['memory_items']:,} items in {self.memory.run_budget_bits:,.0f} bits"
+            + ("" if self.generator is None else f" (c={self.generator.latent.c}, l={self.generator.latent.l})"))
         return {"strategy": type(self.strategy).__name__, "memory": memory}
 
     # -- checkpoints ----------------------------------------------------------------------------------------------------
