@@ -30,7 +30,7 @@ artifacts:  # the checkpoints mnist_distill and equal_bits read from outputs/art
 	$(BIN)/python -m lossy_memory.train +experiment=mnist_generator model.latent.c=38 model.hidden=6
 
 transfer-generators:  # the DiscreteVAEs the lifelong experiments' recollection memories start from (outputs/artifacts/transfer/)
-	for c in 46 298 1241; do $(BIN)/python -m lossy_memory.train +experiment=transfer_generator data=omniglot_small model.latent.c=$$c model.hidden=48 || exit 1; done  # split MNIST, budgets 10 / 50 / 200
+	for c in 46 298; do $(BIN)/python -m lossy_memory.train +experiment=transfer_generator data=omniglot_small model.latent.c=$$c model.hidden=48 || exit 1; done  # split MNIST: budget 10 (c=46), 50 and 200 (c=298)
 	for c in 46 298; do $(BIN)/python -m lossy_memory.train +experiment=transfer_generator data=mnist model.latent.c=$$c model.hidden=32 trainer.max_epochs=10 || exit 1; done  # the Omniglot subset, budgets 10 / 50
 
 clean:
