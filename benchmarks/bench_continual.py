@@ -56,9 +56,13 @@ BATCH, WARMUP, TIMED = 10, 5, 60
 RATIO_BAR, FILL_BAR, PLAIN_BAR = 2.0, 1.2, 1.3
 FILL_BUDGET = 200
 RECOLLECTION_BATCHES, GEM_TASKS = 400, 3
+# The recollection memory these figures were built around, whatever a stream's defaults are now: c=38 two-valued
+# variables, c*l/4 filters, random initial weights, incoming images as they are (what the plain loops do too);
+# TUNED adds the width and reconstruct_incoming split MNIST's defaults use.
+RECOLLECTION = ("~recollection_memory", "+recollection_memory={c:38,l:2}")
 STREAM = ["+experiment=mnist_split_lifelong", "classifier.hidden=[400,400]", "model.optimizer.lr=0.01",
           "memory.lossless_equivalent=200", "+trainer.enable_progress_bar=false", "callbacks.rich_progress_bar=null",
-          "callbacks.model_checkpoint=null", "logger=csv", "+trainer.enable_model_summary=false", "seed=12345"]
+          "callbacks.model_checkpoint=null", "logger=csv", "+trainer.enable_model_summary=false", "seed=12345", *RECOLLECTION]
 TUNED = ("memory.generator.hidden=48", "memory.reconstruct_incoming=true")
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -69,10 +73,12 @@ class Setting:
     image_shape: tuple[int, int, int]
     num_classes: int
     task_classes: tuple[tuple[int, ...], ...]
+    recollection: tuple[str, ...]  # the recollection memory timed
 
 
-SPLIT_MNIST = Setting("mnist_split_lifelong", (1, 28, 28), 10, tuple((2 * t, 2 * t + 1) for t in range(5)))
-CIFAR100 = Setting("cifar100_lifelong", (3, 32, 32), 100, tuple(tuple(range(5 * t, 5 * t + 5)) for t in range(20)))
+SPLIT_MNIST = Setting("mnist_split_lifelong", (1, 28, 28), 10, tuple((2 * t, 2 * t + 1) for t in range(5)), RECOLLECTION)
+CIFAR100 = Setting("cifar100_lifelong", (3, 32, 32), 100, tuple(tuple(range(5 * t, 5 * t + 5)) for t in range(20)),
+                   ("~recollection_memory", "+recollection_memory={c:620,l:2}"))
 
 
 def compose_config(overrides: list[str], output_dir: Path = Path("/tmp/bench_continual")):
@@ -268,7 +274,7 @@ class Learner:
     def __init__(self, strategy: str, memory: str | None, steps: int, budget: float = 10, fill: float | None = 1.0, seed: int = 0,
                  setting: Setting = SPLIT_MNIST, overrides: tuple[str, ...] = ()):
         config = [f"+experiment={setting.experiment}", f"data.batch_size={BATCH}", f"strategy={strategy}", f"strategy.steps={steps}",
-                  f"seed={seed}", *overrides]
+                  f"seed={seed}", *setting.recollection, *overrides]
         if memory is not None:
             config += [f"memory={memory}", f"memory.lossless_equivalent={budget}"]
         cfg = compose_config(config)
