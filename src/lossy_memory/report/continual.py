@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from lossy_memory.report.runs import Run, class_name, pool
+from lossy_memory.report.runs import Run, class_name, natural, pool
 from lossy_memory.writers import Point, curve_plot, markdown_table, write_csv
 
 KEYS = ("stream", "strategy", "N", "memory", "budget", "constraint")
@@ -74,7 +74,12 @@ def finished(run: Run) -> bool:
 def table(runs: Sequence[Run], out: Path) -> str:
     """Writes ``continual.csv`` and ``continual.png`` (final average accuracy against the budget, per strategy and
     memory) into ``out``; returns the Markdown table."""
-    groups = pool([run for run in runs if finished(run)], setting, figures, DESCRIBED)
+    by_kind: dict[str, list[Run]] = {}  # a memory kind's own defaults (a recollection memory's anchor) are not settings
+    for run in runs:
+        if finished(run):
+            by_kind.setdefault(setting(run)[3].split(" ")[0], []).append(run)
+    groups = sorted((g for kind_runs in by_kind.values() for g in pool(kind_runs, setting, figures, DESCRIBED)),
+                    key=lambda g: tuple(map(natural, g.key)))
     rows = [{**dict(zip(KEYS, g.key)), "settings": g.settings, "seeds": g.seeds, **{m: g.text(m) for m in METRICS},
              "memory_items": f"{g.mean('memory_items'):.0f}", "paper": paper_retention(g.key)} for g in groups]
     columns = [*KEYS, *(["settings"] if any(g.settings for g in groups) else []), "seeds", *METRICS, "memory_items",
