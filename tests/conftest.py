@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from lossy_memory.runtime import CONFIG_DIR, register_resolvers
@@ -46,3 +49,15 @@ def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
         cfg.paths.log_dir = str(output_dir.parent)
         del cfg.hydra
     return cfg
+
+
+@contextmanager
+def hydra_runtime(overrides: list[str]) -> Iterator[None]:
+    """Hydra's runtime config set as `python -m lossy_memory.train <overrides>` sets it (what ``${hydra:...}``
+    interpolations read, e.g. the data config chosen), cleared afterwards."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        HydraConfig.instance().set_config(compose(config_name="train", overrides=overrides, return_hydra_config=True))
+    try:
+        yield
+    finally:
+        HydraConfig.instance().cfg = None

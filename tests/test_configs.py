@@ -7,7 +7,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
 
-from conftest import compose_config
+from conftest import compose_config, hydra_runtime
 from lossy_memory.runtime import CONFIG_DIR
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
@@ -43,9 +43,10 @@ def resolved_targets(cfg) -> list[str]:
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes_and_resolves(experiment, tmp_path):
-    cfg = compose_config([f"+experiment={experiment}"], tmp_path / "run")
-    assert cfg.task_name != "train", "an experiment names its task (run directories and W&B runs carry it)"
-    targets = resolved_targets(cfg)
+    with hydra_runtime([f"+experiment={experiment}"]):  # as in a run: an artifact may be named by the data config chosen
+        cfg = compose_config([f"+experiment={experiment}"], tmp_path / "run")
+        assert cfg.task_name != "train", "an experiment names its task (run directories and W&B runs carry it)"
+        targets = resolved_targets(cfg)
     for key in ("data", "model", "trainer"):
         assert cfg[key]["_target_"] in targets
     assert cfg.paths.output_dir == str(tmp_path / "run")

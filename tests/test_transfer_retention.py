@@ -6,13 +6,10 @@ import json
 import pytest
 import torch
 from data_formats import write_cifar10, write_cifar100
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 
-from conftest import compose_config
+from conftest import compose_config, hydra_runtime
 from lossy_memory.checkpoints import read_checkpoint
-from lossy_memory.runtime import CONFIG_DIR
 from lossy_memory.train import train
 
 FAST = ["+trainer.enable_progress_bar=false", "callbacks.rich_progress_bar=null", "logger=csv"]
@@ -123,12 +120,8 @@ def test_the_lifelong_experiments_start_recollections_from_their_transfer_genera
     artifacts = tmp_path / "artifacts"
     overrides = ["+experiment=transfer_generator", "data=omniglot_small", "model.latent.c=8", "model.hidden=4", "trainer.max_epochs=1",
                  "data.batch_size=500", *FAST, f"paths.data_dir={real_data_dir}", f"paths.artifact_dir={artifacts}"]
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        HydraConfig.instance().set_config(compose(config_name="train", overrides=overrides, return_hydra_config=True))
-    try:  # the artifact is named by the data config chosen, as `python -m lossy_memory.train` (Hydra) runs it
+    with hydra_runtime(overrides):  # the artifact is named by the data config chosen, as in a run
         train(compose_config(overrides, tmp_path / "generator"))
-    finally:
-        HydraConfig.instance().cfg = None
     published = artifacts / "transfer" / "omniglot_small_c8_l2_h4.ckpt"
     weights = read_checkpoint(published)["state_dict"]
     stream = ["+experiment=mnist_split_lifelong", "memory=recollection", "memory.generator.latent.c=8", "memory.generator.latent.l=2",
