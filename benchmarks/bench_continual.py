@@ -7,9 +7,9 @@ config, Lightning Trainer, ContinualLearner, ``ContinualStep``) and its speed is
 ``continual.json`` (the evaluations at task boundaries included). Beside it, a plain loop of a few dozen lines does the
 same work on the same batches (same sampler): fine-tuning; lossless replay (10 incoming + 10 replayed images a step,
 a reservoir of float images); GEM (per-task memories, the same QP solver, qpsolvers/quadprog, on 3 tasks);
-recollection replay N=1 with the default c=38 generator (the DiscreteVAE's update on incoming + recalled images with
-the anchor to the last boundary's snapshot, the decode, the classifier's update, the encode for the reservoir; the
-first ``RECOLLECTION_BATCHES`` incoming batches). Bar: framework / plain <= 1.3x.
+recollection replay N=1 with a c=38 generator (``RECOLLECTION``: the memory these figures were built around; the
+DiscreteVAE's update on incoming + recalled images with the anchor to the last boundary's snapshot, the decode, the
+classifier's update, the encode for the reservoir; the first ``RECOLLECTION_BATCHES`` incoming batches). Bar: framework / plain <= 1.3x.
 
 **Per-step costs** (random MNIST-shaped data, the split-MNIST settings of the experiment: MLP 2x100, budget 10):
 each loop drives ``ContinualStep`` directly, one step per loop in turn so all see the same load; medians over the
@@ -19,7 +19,7 @@ buffer fill <= 1.2x. A shorter table times the ``cifar100_lifelong`` settings (r
 
 **torch.compile** of the step's two networks, eager against compiled on the same batches (after a warm-up that
 includes compiling): the whole-stream classifier (MLP 400x400, SGD, batch 20: 10 incoming + 10 replayed) and the
-default c=38 generator (DiscreteVAE, Adam, batch 20), ms per training step.
+c=38 generator (DiscreteVAE, Adam, batch 20), ms per training step.
 
 **A busy GPU** (only when one is visible): the whole split-MNIST stream, lossless and recollection replay, as incoming
 batches/s of one process alone and of 8 processes side by side (1 CPU thread each). Bars: alone >= 1,000 / 400
@@ -438,7 +438,7 @@ def compiled_networks() -> None:
     print(f"\ntorch.compile of the step's networks on {DEVICE}, batch {2 * BATCH}, ms per training step (eager / compiled)")
     for name, build, make_step, count in (
             ("classifier MLP 400x400", lambda: instantiate(cfg.classifier)(image_shape=(1, 28, 28), num_classes=10), classifier_step, 2000),
-            ("generator c=38 (default)", lambda: instantiate(cfg.memory.generator), generator_step, 300)):
+            ("generator c=38, 19 filters", lambda: instantiate(cfg.memory.generator), generator_step, 300)):
         times = []
         for compiled in (False, True):
             torch.manual_seed(0)
