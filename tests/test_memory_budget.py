@@ -104,6 +104,19 @@ def test_sizing_for_a_number_of_recollections_fills_the_budget():
         size_for_items(0, budget, (1, 28, 28), 10, 5)
 
 
+def test_sizing_leaves_the_global_rng_alone():
+    """Sizing runs while a seeded run is being set up: letting the solver pick c and l must draw the same weights and
+    noise as spelling them out (it once built a small encoder there, and the same config gave another run)."""
+    from lossy_memory.memory import budget as budget_module
+
+    budget_module._feature_cells.cache_clear()
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    size_for_items(1000, 62_880, (1, 28, 28), 10, 5)
+    assert torch.equal(torch.rand(3), expected)
+
+
 @pytest.mark.parametrize("budget, c", [(10, 46), (50, 298)])
 def test_a_recollection_memory_is_sized_from_its_budget_unless_c_and_l_are_given(tmp_path, budget, c):
     from conftest import compose_config

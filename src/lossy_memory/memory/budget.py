@@ -132,8 +132,10 @@ def generator_parameters(c: int, l: int, image_shape: Sequence[int], kernel_size
 
 @lru_cache
 def _feature_cells(image_shape: tuple[int, ...], kernel_size: int, depth: int) -> int:
-    """Height * width of the encoder's last feature map, read off a 1-filter encoder."""
-    return ConvEncoder(image_shape, out_features=1, hidden=1, kernel_size=kernel_size, depth=depth).head.in_features
+    """Height * width of the encoder's last feature map, read off a 1-filter encoder, built without touching the global
+    RNG: sizing a memory from its budget happens while a seeded run is being set up, and must not change its draws."""
+    with torch.random.fork_rng(devices=[]):
+        return ConvEncoder(image_shape, out_features=1, hidden=1, kernel_size=kernel_size, depth=depth).head.in_features
 
 
 # -- choosing (c, l) ---------------------------------------------------------------------------------
