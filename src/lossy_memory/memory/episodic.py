@@ -173,7 +173,7 @@ class EpisodicMemory(nn.Module):
         self.stores, self._rng = {}, torch.Generator().manual_seed(self.seed)
         share = self.store_budget()
         try:
-            self._new_buffer(share, seed=self.seed)  # raises when not even one item fits
+            first = self._new_buffer(share, seed=self.seed)  # raises when not even one item fits; the shared store
         except ValueError as error:
             stores = {"shared": 1, "per_task": self.num_tasks, "per_class": self.stream_classes}[self.layout]
             where = {"per_task": f" per task ({stores} tasks)", "per_class": f" per class ({stores} classes)"}.get(self.layout, "")
@@ -186,12 +186,12 @@ class EpisodicMemory(nn.Module):
                              f"{' with its ' + ', '.join(self.attributes) if self.attributes else ''}: {error}. "
                              f"Raise memory.lossless_equivalent{least} or memory.budget_bits") from error
         if self.layout == "shared":
-            self.stores[0] = self._new_buffer(share, seed=self.seed)
+            self.stores[0] = first
         if self.generator is not None:
             latent = self.generator.latent
             logging.getLogger(__name__).info(
                 f"{self.kind} memory: latent c={latent.c}, l={latent.l}, {self.item_bits} bits an item with its label and task id; "
-                f"{self.budget_bits:,.0f} bits ({share:,.0f} a store) hold {self._new_buffer(share).capacity:,} items a store"
+                f"{self.budget_bits:,.0f} bits ({share:,.0f} a store) hold {first.capacity:,} items a store"
                 + ("" if self.recollections is None else f" (memory.recollections={self.recollections} sized the latent, unless c and l were given)"))
 
     def store_budget(self) -> float:
