@@ -81,6 +81,24 @@ def test_compression_runs_pool_seeds_into_csv_png_and_markdown(tmp_path, capsys)
     assert (out / "report.md").read_text() in printed
 
 
+def test_compression_rows_stand_beside_the_papers_and_say_where_categorical_beats_continuous(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    compression_run(sweep / "0", categorical(38, 2), 38, train=0.07, test=0.07)  # 165x
+    compression_run(sweep / "1", categorical(168, 2), 168, train=0.03, test=0.03)  # 37.3x
+    compression_run(sweep / "2", gaussian(4), 128, train=0.09, test=0.09)  # 49x: c=38 (0.07) beats it
+    compression_run(sweep / "3", gaussian(80), 2560, train=0.02, test=0.02)  # 2.45x: c=168 (0.03) does not
+    assert main([str(sweep)]) == 0
+    rows = {(r["c"], r["h"]): r for r in read_rows(sweep / "compression.csv")}
+    assert float(rows["38", ""]["paper"]) == pytest.approx(0.05785) and float(rows["168", ""]["paper"]) == pytest.approx(0.01955)
+    assert float(rows["", "4"]["paper"]) == pytest.approx(0.135196) and float(rows["", "80"]["paper"]) == pytest.approx(0.0149272)
+    assert float(rows["", "4"]["categorical_best"]) == pytest.approx(0.07)  # only c=38 compresses at least 49x
+    assert float(rows["", "80"]["categorical_best"]) == pytest.approx(0.03)
+    assert float(rows["", "4"]["paper_categorical_best"]) == pytest.approx(0.03996)  # the paper's c=12, l=37 at 87.1x
+    assert rows["38", ""]["categorical_best"] == ""
+    printed = capsys.readouterr().out
+    assert "beats continuous at 1 of 2 continuous points (paper: 2 of 2); not at h=80 (2.5x: 0.0300 vs 0.0200)." in printed
+
+
 def test_what_a_sweep_varied_beyond_the_columns_is_kept_apart_not_pooled(tmp_path, capsys):
     for k, lr in enumerate((0.001, 0.0003)):  # an lr sweep, one seed: two settings, not two seeds of one
         compression_run(tmp_path / "sweep" / str(k), categorical(38, 2), 38, train=0.08 + k / 100, test=0.09, lr=lr)

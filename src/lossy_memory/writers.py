@@ -59,27 +59,30 @@ def markdown_table(columns: Sequence[str], rows: Iterable[Mapping[str, Any]], fo
     return "\n".join(lines)
 
 
-def rate_distortion_plot(path: Path, series: Mapping[str, Sequence[Point]], *, xlabel: str, ylabel: str, title: str) -> None:
+def rate_distortion_plot(path: Path, series: Mapping[str, Sequence[Point]], *, xlabel: str, ylabel: str, title: str,
+                         reference: Mapping[str, Sequence[Point]] | None = None) -> None:
     """One marker per point (labelled), and per series a line through its lowest y at each x: the best
-    trade-off that method reached there. Log x axis, since rates span orders of magnitude. Written with the
+    trade-off that method reached there. ``reference`` (a paper's points, by series name) is drawn in its series'
+    colour with open markers and a dashed line. Log x axis, since rates span orders of magnitude. Written with the
     Agg canvas directly, so no GUI backend is touched."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(8, 5.5), layout="constrained")
     axes = figure.subplots()
     for index, (name, points) in enumerate(series.items()):
-        if not points:
-            continue
         color = f"C{index}"  # by position in ``series``, so a method keeps its colour when another is absent
-        best: dict[float, float] = {}
-        for point in points:
-            best[point.x] = min(point.y, best.get(point.x, point.y))
-        xs = sorted(best)
-        axes.plot(xs, [best[x] for x in xs], "-", color=color, alpha=0.6, label=name)
-        axes.plot([p.x for p in points], [p.y for p in points], "o", color=color, markersize=4)
-        for point in points:
-            if point.label:
-                axes.annotate(point.label, (point.x, point.y), textcoords="offset points", xytext=(3, 3), fontsize=6, color=color)
+        if points:
+            xs, ys = _lower_envelope(points)
+            axes.plot(xs, ys, "-", color=color, alpha=0.6, label=name)
+            axes.plot([p.x for p in points], [p.y for p in points], "o", color=color, markersize=4)
+            for point in points:
+                if point.label:
+                    axes.annotate(point.label, (point.x, point.y), textcoords="offset points", xytext=(3, 3), fontsize=6, color=color)
+        if (reference or {}).get(name):
+            xs, ys = _lower_envelope(reference[name])
+            axes.plot(xs, ys, "--", color=color, alpha=0.6, label=f"{name} (paper)")
+            axes.plot([p.x for p in reference[name]], [p.y for p in reference[name]], "o", color=color, markersize=5,
+                      markerfacecolor="none")
     axes.set_xscale("log")
     axes.set_xlabel(xlabel)
     axes.set_ylabel(ylabel)
@@ -87,6 +90,15 @@ def rate_distortion_plot(path: Path, series: Mapping[str, Sequence[Point]], *, x
     axes.grid(True, which="both", alpha=0.3)
     axes.legend()
     figure.savefig(path, dpi=150)
+
+
+def _lower_envelope(points: Sequence[Point]) -> tuple[list[float], list[float]]:
+    """x in order, and the lowest y at each x."""
+    best: dict[float, float] = {}
+    for point in points:
+        best[point.x] = min(point.y, best.get(point.x, point.y))
+    xs = sorted(best)
+    return xs, [best[x] for x in xs]
 
 
 def curve_plot(path: Path, series: Mapping[str, Sequence[Point]], *, xlabel: str, ylabel: str, title: str) -> None:
