@@ -234,8 +234,21 @@ def test_distillation_runs_pool_seeds_per_method_and_episode_count(tmp_path, cap
     assert set(rows) == {"buffer sampling, c=168", "code sampling, c=168", "lossless 2% (random)", "real data, true labels"}
     buffer = rows["buffer sampling, c=168"]
     assert buffer["seeds"] == "2" and float(buffer["1000"]) == pytest.approx(92.0) and float(buffer["1000_std"]) == pytest.approx(2.828, abs=1e-3)
-    assert "| buffer sampling, c=168 | 2 | 123 | 15.00 ± 7.07 | 92.00 ± 2.83 |" in capsys.readouterr().out
+    assert "| buffer sampling, c=168 | 2 | 123 | 15.00 ± 7.07 [10.65] | - [19.34] | 92.00 ± 2.83 [90.66] |" in capsys.readouterr().out
     assert (tmp_path / "distillation.png").stat().st_size > 0
+
+
+def test_distillation_rows_carry_the_papers_figures_at_its_episode_counts(tmp_path, capsys):
+    distillation_run(tmp_path / "0", 0, "recollections", "RandomSampling", {"10": 0.1, "10000": 0.95})
+    distillation_run(tmp_path / "1", 0, "recollections", "RandomSampling", {"10": 0.1, "10000": 0.40}, sampling_source="codes")
+    assert main([str(tmp_path)]) == 0
+    rows = {r["method"]: r for r in read_rows(tmp_path / "distillation.csv")}
+    buffer, code = rows["buffer sampling, c=168"], rows["code sampling, c=168"]
+    assert float(buffer["10000_paper"]) == pytest.approx(96.77) and float(buffer["100000_paper"]) == pytest.approx(98.59)
+    assert buffer["100000"] == "" and code["10000_paper"] == ""  # the paper has no code-sampling row
+    printed = capsys.readouterr().out
+    assert "| buffer sampling, c=168 | 1 | 123 | 10.00 [10.65] | - [19.34] | - [90.66] | 95.00 [96.77] | - [98.59] |" in printed
+    assert "| code sampling, c=168 | 1 | 123 | 10.00 | - | - | 40.00 | - |" in printed
 
 
 def condensation_run(folder, seed, accuracies, cross=None, images_per_class=1) -> Path:
