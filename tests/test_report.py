@@ -240,14 +240,20 @@ def test_distillation_runs_pool_seeds_per_method_and_episode_count(tmp_path, cap
 
 def test_distillation_rows_carry_the_papers_figures_at_its_episode_counts(tmp_path, capsys):
     distillation_run(tmp_path / "0", 0, "recollections", "RandomSampling", {"10": 0.1, "10000": 0.95})
+    distillation_run(tmp_path / "2", 1, "recollections", "RandomSampling", {"10": 0.1, "10000": 0.97, "100000": 0.99})
+    for run, episodes in (("0", 10000), ("2", 100000)):  # a longer run of the same method pools with it, per episode count
+        config = yaml.safe_load((tmp_path / run / "config.yaml").read_text())
+        config["model"]["max_episodes"] = episodes
+        (tmp_path / run / "config.yaml").write_text(yaml.safe_dump(config))
     distillation_run(tmp_path / "1", 0, "recollections", "RandomSampling", {"10": 0.1, "10000": 0.40}, sampling_source="codes")
     assert main([str(tmp_path)]) == 0
     rows = {r["method"]: r for r in read_rows(tmp_path / "distillation.csv")}
     buffer, code = rows["buffer sampling, c=168"], rows["code sampling, c=168"]
     assert float(buffer["10000_paper"]) == pytest.approx(96.77) and float(buffer["100000_paper"]) == pytest.approx(98.59)
-    assert buffer["100000"] == "" and code["10000_paper"] == ""  # the paper has no code-sampling row
+    assert buffer["seeds"] == "2" and float(buffer["10000"]) == pytest.approx(96.0) and float(buffer["100000"]) == pytest.approx(99.0)
+    assert code["10000_paper"] == ""  # the paper has no code-sampling row
     printed = capsys.readouterr().out
-    assert "| buffer sampling, c=168 | 1 | 123 | 10.00 [10.65] | - [19.34] | - [90.66] | 95.00 [96.77] | - [98.59] |" in printed
+    assert "| buffer sampling, c=168 | 2 | 123 | 10.00 ± 0.00 [10.65] | - [19.34] | - [90.66] | 96.00 ± 1.41 [96.77] | 99.00 [98.59] |" in printed
     assert "| code sampling, c=168 | 1 | 123 | 10.00 | - | - | 40.00 | - |" in printed
 
 

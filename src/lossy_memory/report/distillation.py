@@ -14,9 +14,11 @@ from pathlib import Path
 from lossy_memory.report.runs import Pooled, Run, class_name, pool
 from lossy_memory.writers import Point, curve_plot, markdown_table, write_csv
 
-# Config keys the method name says (the rest of what a sweep varies goes in "settings").
+# Config keys the method name says (the rest of what a sweep varies goes in "settings"). A run's length is not a
+# setting: nothing in the distiller depends on it, so its first 10,000 episodes are those of a 10,000-episode run,
+# and runs of different lengths pool per episode count.
 DESCRIBED = ("distill_source", "generator_c", "classifier", "model.student", "model.source", "model.sampling", "model.targets",
-             "model.lossless_fraction", "model.generator_ckpt")
+             "model.lossless_fraction", "model.generator_ckpt", "model.max_episodes")
 SAMPLING_NAMES = {"RandomSampling": "buffer sampling", "ActiveSampling": "active", "DiverseSampling": "diverse",
                   "ActiveDiverseSampling": "active + diverse"}
 # The paper's student accuracy (%) after 10, 100, 1,000, 10,000 and 100,000 episodes, by row label: Tables 2 and 3
