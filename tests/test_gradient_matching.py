@@ -166,3 +166,4 @@ def test_crossarch_experiment_builds_every_evaluator(tmp_path):
     cfg = compose_config(["+experiment=mnist_condense_crossarch"], tmp_path / "run")
     model = instantiate(cfg.model)
     assert set(model.cross_arch) == {"mlp", "convnet", "lenet", "alexnet", "vgg11", "resnet18"}
+    assert cfg.cross_arch.resnet18.norm == "instance" and cfg.cross_arch.vgg11.norm == "instance"  # the reference's norms
