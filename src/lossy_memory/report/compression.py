@@ -11,10 +11,10 @@ compression or more (fewer bits). Below a continuous row's own distortion, the c
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from lossy_memory.memory.budget import code_bits
 from lossy_memory.memory.jpeg import JpegPoint
 from lossy_memory.report.runs import Pooled, ReportError, Run, class_name, mean_std, pool
 from lossy_memory.writers import Point, markdown_table, rate_distortion_plot, write_csv
@@ -73,7 +73,7 @@ def paper_distortion(row: dict) -> float | None:
 
 def paper_points() -> dict[str, list[Point]]:
     """The paper's Tables 6 and 7 as (compression, distortion) points, by kind."""
-    return {"categorical": [Point(INPUT_BITS / (c * math.ceil(math.log2(l))), d) for (c, l), d in PAPER_CATEGORICAL.items()],
+    return {"categorical": [Point(INPUT_BITS / code_bits(c, l), d) for (c, l), d in PAPER_CATEGORICAL.items()],
             "continuous": [Point(INPUT_BITS / (32 * h), d) for h, d in PAPER_CONTINUOUS.items()]}
 
 

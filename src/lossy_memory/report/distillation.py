@@ -80,10 +80,8 @@ def table(runs: Sequence[Run], out: Path) -> str:
     """Writes ``distillation.csv`` and ``distillation.png`` (accuracy against episodes, log x: the paper's Figure 1,
     right) into ``out``; returns the Markdown table (mean ± std over seeds)."""
     groups: list[Pooled] = pool(runs, method, accuracies, DESCRIBED)
-    episodes = {e for group in groups for e in group.values}
-    if any(group.key[0] in PAPER for group in groups):
-        episodes |= set(PAPER_EPISODES)
-    episodes = sorted(episodes, key=int)
+    paper_episodes = PAPER_EPISODES if any(group.key[0] in PAPER for group in groups) else ()
+    episodes = sorted({e for group in groups for e in group.values}.union(paper_episodes), key=int)
     rows = [{"method": g.key[0], "settings": g.settings, "seeds": g.seeds, "storage_bits": g.key[1],
              **{k: v for e in episodes for k, v in ((e, g.mean(e)), (f"{e}_std", g.std(e)), (f"{e}_paper", paper_accuracy(g.key[0], e)))}}
             for g in groups]
