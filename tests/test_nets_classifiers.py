@@ -71,3 +71,17 @@ def test_bad_sizes_are_rejected(kwargs):
 def test_unknown_norm_is_rejected():
     with pytest.raises(ValueError, match="norm must be one of"):
         ConvNet((1, 28, 28), 10, norm="layer")
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 8, 6), (2, 3, 7, 7), (1, 1, 5, 4)])
+def test_the_compiled_form_of_average_pooling_equals_atens_with_odd_edges_dropped(shape):
+    from lossy_memory.nets.classifiers import avg_pool_2x2_by_reshape
+
+    x = torch.randn(shape, requires_grad=True)
+    expected = torch.nn.functional.avg_pool2d(x, 2)
+    got = avg_pool_2x2_by_reshape(x)
+    torch.testing.assert_close(got, expected)
+    upstream = torch.randn_like(expected)
+    (g_expected,) = torch.autograd.grad(expected, x, upstream)
+    (g_got,) = torch.autograd.grad(got, x, upstream)
+    torch.testing.assert_close(g_got, g_expected)
