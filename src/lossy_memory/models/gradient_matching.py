@@ -17,12 +17,12 @@ Two paths compute the same per-class gradients: ``batched=True`` stacks the clas
 ``vmap(grad(loss))`` over them (``torch.func``), so one call does what the reference does in a Python loop over
 classes; ``batched=False`` is that loop, kept for the benchmark and as the check of the batched maths. Batching
 classes through one network call is exact only when the network treats examples independently: the zoo's ConvNet
-uses instance norm (GroupNorm(C, C)) and no batch norm, so it is. ``autocast_dtype="bfloat16"`` runs the network
-passes under CPU/GPU autocast (the match loss stays float32). ``compile=True`` runs the passes that need no second
-derivative (the real side of the class loop, the network's own updates) through ``torch.compile`` (fused norm, ReLU
-and pooling kernels; with bfloat16, 2.4x the float32 loop on one CPU core: benchmarks/bench_condensation.py); the
-synthetic side keeps eager autograd, since compiled graphs do not support the double backward it needs. Compiling
-takes tens of seconds, once per run and batch shape.
+uses instance norm (GroupNorm(C, C)) and no batch norm, so it is. ``autocast_dtype="bfloat16"`` runs the synthetic
+side under CPU/GPU autocast and the passes differentiated once (the real side of the class loop, the network's own
+updates) on a copy of the network cast to bfloat16, whose gradients come back in float32 (``FirstOrderPasses``); the
+match loss stays float32. ``compile=True`` runs those first-order passes through ``torch.compile`` (fused norm, ReLU
+and pooling kernels: benchmarks/bench_condensation.py); the synthetic side keeps eager autograd, since compiled graphs
+do not support the double backward it needs. Compiling takes tens of seconds, once per run and batch shape.
 
 Images are learned in normalised space (MNIST: mean 0.1307, std 0.3081 as in the reference); the datamodule's [0, 1]
 batches are normalised inside the model. After training, the set is written to ``<run dir>/synthetic/`` (tensor
@@ -31,6 +31,7 @@ file + PNG grid); the test stage runs the field's evaluation protocol (lossy_mem
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -83,6 +84,36 @@ def match_distance(real_grads: dict[str, torch.Tensor], syn_grads: dict[str, tor
         raise ValueError("the network has no parameter with more than one dimension: gradient matching has nothing to match")
     return total
 
+
+
+class FirstOrderPasses:
+    """A network's passes that are differentiated once (the class loop's real side, the inner loop's updates).
+
+    With ``dtype`` they run on a copy of the network cast to it, whose gradients come back in float32 in the network's
+    parameter order; the network keeps its float32 weights and ``refresh`` copies them over after they change. Pure
+    bfloat16 rather than autocast: on a CPU core autocast's casts around the float32 instance norm cost more than its
+    convolutions save (one real-side pass of the MNIST ConvNet, compiled: 524 ms under autocast, 301 ms pure).
+    ``compile`` runs the forward through ``torch.compile``.
+    """
+
+    def __init__(self, net: nn.Module, dtype: torch.dtype | None = None, compile: bool = False):
+        self.params = list(net.parameters())
+        self.net = net if dtype is None else copy.deepcopy(net).to(dtype)
+        self.dtype = dtype
+        self.forward = torch.compile(self.net, dynamic=False) if compile else self.net
+        self.net_params = list(self.net.parameters())
+
+    def refresh(self) -> None:
+        """Copy the network's weights into the low-precision copy (after they change)."""
+        if self.dtype is not None:
+            with torch.no_grad():
+                torch._foreach_copy_(self.net_params, self.params)
+
+    def grads(self, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
+        """Gradients of the cross-entropy on (x, y) with respect to the network's parameters, float32."""
+        x = x if self.dtype is None else x.to(self.dtype)
+        loss = F.cross_entropy(self.forward(x).float(), y)
+        return [g.float() for g in torch.autograd.grad(loss, self.net_params)]
 
 
 class GradientMatchingCondenser(L.LightningModule):
@@ -210,31 +241,28 @@ class GradientMatchingCondenser(L.LightningModule):
         device_type = self.synthetic_images.device.type
         return torch.autocast(device_type, dtype=self.autocast_dtype or torch.bfloat16, enabled=self.autocast_dtype is not None)
 
-    def first_order(self, net: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-        """``net``'s forward for passes differentiated once: compiled with ``compile=True`` (the module docstring)."""
-        return torch.compile(net, dynamic=False) if self.compile else net
+    def first_order(self, net: nn.Module) -> FirstOrderPasses:
+        """``net``'s first-order passes: in ``autocast_dtype``, compiled with ``compile=True`` (the module docstring)."""
+        return FirstOrderPasses(net, self.autocast_dtype, self.compile)
 
     def match_loss(self, net: nn.Module, real: torch.Tensor, synthetic: torch.Tensor,
-                   forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+                   passes: FirstOrderPasses | None = None) -> torch.Tensor:
         """sum_c D(grad of class c's real loss, grad of class c's synthetic loss), differentiable in ``synthetic``.
 
         ``real``: [classes, batch, C, H, W]; ``synthetic``: [classes, ipc, C, H, W] (class c's rows are class c).
-        ``forward``: ``net``'s forward for the real side of the class loop (``first_order(net)``; default ``net``).
+        ``passes``: the real side of the class loop (``first_order(net)``; default: ``net`` itself, float32, eager).
         """
         if self.batched:
             return self._match_loss_batched(net, real, synthetic)
-        return self._match_loss_loop(net, real, synthetic, net if forward is None else forward)
+        return self._match_loss_loop(net, real, synthetic, FirstOrderPasses(net) if passes is None else passes)
 
-    def _match_loss_loop(self, net: nn.Module, real: torch.Tensor, synthetic: torch.Tensor,
-                         forward: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    def _match_loss_loop(self, net: nn.Module, real: torch.Tensor, synthetic: torch.Tensor, passes: FirstOrderPasses) -> torch.Tensor:
         """The reference's loop over classes (torch.autograd.grad with create_graph for the synthetic side)."""
         params = [p for p in net.parameters()]
         names = [n for n, _ in net.named_parameters()]
         loss = 0.0
         for c in range(len(real)):
-            with self.autocast():
-                loss_real = F.cross_entropy(forward(real[c]), torch.full((len(real[c]),), c, device=real.device))
-            g_real = [g.detach() for g in torch.autograd.grad(loss_real, params)]
+            g_real = passes.grads(real[c], torch.full((len(real[c]),), c, device=real.device))
             with self.autocast():
                 loss_syn = F.cross_entropy(net(synthetic[c]), torch.full((len(synthetic[c]),), c, device=real.device))
             g_syn = torch.autograd.grad(loss_syn, params, create_graph=True)
@@ -267,37 +295,36 @@ class GradientMatchingCondenser(L.LightningModule):
 
     def outer_iteration(self, image_optimizer: torch.optim.Optimizer, backward: Callable[[torch.Tensor], None] | None = None) -> float:
         """Algorithm 1's body for one fresh network; returns the mean match loss per class and outer step."""
-        backward = backward or (lambda loss: loss.backward())
+        # Only the images need the match loss's gradient: the network's weights are fresh or trained by the inner loop.
+        backward = backward or (lambda loss: loss.backward(inputs=[self.synthetic_images]))
         net = self.fresh_net()
-        forward = self.first_order(net)
+        passes = self.first_order(net)
         net_optimizer = torch.optim.SGD(net.parameters(), lr=self.lr_net)
         total = 0.0
         for step in range(self.outer_loop):
             synthetic = self.synthetic_images.view(self.num_classes, self.images_per_class, *self.image_shape)
-            loss = self.match_loss(net, self.real_batches(), synthetic, forward)
+            loss = self.match_loss(net, self.real_batches(), synthetic, passes)
             image_optimizer.zero_grad(set_to_none=True)
             backward(loss)
             image_optimizer.step()
             total += float(loss.detach())
             if step == self.outer_loop - 1:
                 break
-            self.train_net_on_synthetic(forward, net_optimizer)
+            self.train_net_on_synthetic(passes, net_optimizer)
         return total / (self.num_classes * self.outer_loop)
 
-    def train_net_on_synthetic(self, net: Callable[[torch.Tensor], torch.Tensor], optimizer: torch.optim.Optimizer) -> None:
-        """``inner_loop`` epochs of SGD on the network (or its ``first_order`` forward) over the whole (detached)
+    def train_net_on_synthetic(self, passes: FirstOrderPasses, optimizer: torch.optim.Optimizer) -> None:
+        """``inner_loop`` epochs of SGD on the network of ``passes`` (its ``first_order``) over the whole (detached)
         synthetic set, batches of batch_train."""
         images, labels = self.synthetic_images.detach().clone(), self.synthetic_labels
         for _ in range(self.inner_loop):
             order = torch.randperm(len(images), generator=self.generator).to(images.device)
             for start in range(0, len(images), self.batch_train):
                 index = order[start : start + self.batch_train]
-                with self.autocast():
-                    logits = net(images[index])
-                loss = F.cross_entropy(logits.float(), labels[index])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                for param, g in zip(passes.params, passes.grads(images[index], labels[index])):
+                    param.grad = g
                 optimizer.step()
+                passes.refresh()
 
     # -- Lightning -------------------------------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -308,7 +335,7 @@ class GradientMatchingCondenser(L.LightningModule):
         if self.iteration >= self.iterations:
             self.trainer.should_stop = True
             return None
-        loss = self.outer_iteration(self.optimizers(), self.manual_backward)
+        loss = self.outer_iteration(self.optimizers(), lambda loss: self.manual_backward(loss, inputs=[self.synthetic_images]))
         self.iteration += 1
         self.log("train/match_loss", loss, on_step=True, prog_bar=True, batch_size=1)
         self.log("train/iteration", float(self.iteration), on_step=True, batch_size=1)
