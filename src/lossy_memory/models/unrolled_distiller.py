@@ -64,6 +64,23 @@ def initial_params(net: nn.Module, weight_init: str = "xavier") -> dict[str, tor
     return {name: p.detach().clone() for name, p in net.named_parameters()}
 
 
+def unroll_steps(net: nn.Module, theta0: dict[str, torch.Tensor], images: torch.Tensor, labels: torch.Tensor,
+                 lrs: torch.Tensor, create_graph: bool = True) -> dict[str, torch.Tensor]:
+    """theta_T of ``net`` after one gradient step per entry of ``lrs`` from ``theta0``: step t descends the cross-entropy
+    of ``images[t % len(images)]`` (every step's images share ``labels``) with step size ``lrs[t]``. Differentiable in
+    the images and step sizes with ``create_graph``; otherwise plain SGD (the evaluation of a learned set, and the
+    baselines run on the same schedule: lossy_memory.dd_baselines)."""
+    params = {k: v.detach().clone().requires_grad_(True) for k, v in theta0.items()}
+    with torch.enable_grad():
+        for t in range(len(lrs)):
+            loss = F.cross_entropy(functional_call(net, params, (images[t % len(images)],)), labels)
+            grads = torch.autograd.grad(loss, list(params.values()), create_graph=create_graph)
+            params = {k: p - lrs[t] * g for (k, p), g in zip(params.items(), grads)}
+            if not create_graph:
+                params = {k: p.detach().requires_grad_(True) for k, p in params.items()}
+    return params if create_graph else {k: p.detach() for k, p in params.items()}
+
+
 class UnrolledDatasetDistiller(L.LightningModule):
     """Learns synthetic images and per-step learning rates by backpropagating through unrolled GD (module docstring)."""
 
@@ -145,17 +162,7 @@ class UnrolledDatasetDistiller(L.LightningModule):
 
     def unroll(self, theta0: dict[str, torch.Tensor], create_graph: bool = True) -> dict[str, torch.Tensor]:
         """theta_T after replaying the learned steps from ``theta0`` (differentiable in images and rates when create_graph)."""
-        params = {k: v.detach().clone().requires_grad_(True) for k, v in theta0.items()}
-        lrs = self.learning_rates
-        with torch.enable_grad():
-            for t in range(self.steps * self.epochs):
-                x = self.images[t % self.steps]
-                loss = F.cross_entropy(functional_call(self.net, params, (x,)), self.labels)
-                grads = torch.autograd.grad(loss, list(params.values()), create_graph=create_graph)
-                params = {k: p - lrs[t] * g for (k, p), g in zip(params.items(), grads)}
-                if not create_graph:
-                    params = {k: p.detach().requires_grad_(True) for k, p in params.items()}
-        return params if create_graph else {k: p.detach() for k, p in params.items()}
+        return unroll_steps(self.net, theta0, self.images, self.labels, self.learning_rates, create_graph)
 
     def meta_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Mean over this iteration's theta_0s of the real-batch loss after the unrolled steps (x normalised)."""
