@@ -429,9 +429,10 @@ class ReservoirBuffer(ExperienceBuffer):
         return kept[order][last], slots[last]
 
     def _gather(self, slots: torch.Tensor) -> BufferSample:
+        # index_select, not advanced indexing: a third of the time on a replay draw's few rows
         at = _on(slots, self.device)
-        return BufferSample(self._read(slots), self._labels[at].long(), self._tasks[at].long(), at,
-                            {k: v[at] for k, v in self._attributes.items()})
+        return BufferSample(self._read(slots), self._labels.index_select(0, at).long(), self._tasks.index_select(0, at).long(), at,
+                            {k: v.index_select(0, at) for k, v in self._attributes.items()})
 
     def _checked_state(self, state: dict[str, Any]) -> dict[str, Any]:
         """Validate a state dict against this buffer; return what ``_restore`` installs (nothing changes here)."""
@@ -714,7 +715,7 @@ class LosslessBuffer(ReservoirBuffer):
         self._payload[_on(slots, self.device)] = self._to_rows(images).to(self.device)
 
     def _read(self, slots: torch.Tensor) -> torch.Tensor:
-        return self._payload[_on(slots, self.device)]
+        return self._payload.index_select(0, _on(slots, self.device))
 
     def _load_payload(self, payload: Any, n: int) -> torch.Tensor:
         shape = (n, *self.image_shape)
