@@ -29,7 +29,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 from torch.func import functional_call
 
-from lossy_memory.memory.coresets import kmeans_centroids, knn_accuracy, random_real
+from lossy_memory.memory.coresets import class_average, kmeans_centroids, knn_accuracy, random_real
 from lossy_memory.memory.synthetic import Normalizer, build_evaluation_net, default_stats, normalized_split, summarize
 from lossy_memory.models.unrolled_distiller import initial_params, unroll_steps
 from lossy_memory.runtime import CONFIG_DIR, quiet_known_noise, register_resolvers, user_errors_reported
@@ -104,7 +104,7 @@ def run(cfg: DictConfig) -> dict:
                                         generator=generator)
         return by_step(centroids, per_class, steps, num_classes)
 
-    average = torch.stack([images[pool].mean(0) for pool in class_pools]).repeat_interleave(per_class, 0).unsqueeze(0)
+    average = class_average(images, labels, num_classes)[0].repeat_interleave(per_class, 0).unsqueeze(0)
 
     def scores(make_set, lr: float, nets: int) -> list[float]:
         return [schedule.accuracy(make_set(), step_labels, lr) for _ in range(nets)]
