@@ -731,7 +731,7 @@ class LosslessBuffer(ReservoirBuffer):
 
     def decode(self, decoder_fn: Decoder | None, data: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
         self._check_images(data, allow_float=False)
-        return data.float().div_(255)
+        return torch.div(data, 255)  # true division: float32 in one op
 
 
 class MixedBuffer(ExperienceBuffer):

@@ -10,7 +10,7 @@ One ``ContinualStep`` is what the LightningModule (``models.ContinualLearner``),
    N classifier updates, then the batch offered to the memory);
 3. at task boundaries: ``begin_task`` / ``end_task`` (the strategy's hooks, the generator's anchor snapshot).
 
-Everything it returns to log is a detached tensor: nothing in a step waits for the device.
+Everything it returns to log is a detached tensor or a Python number: nothing in a step waits for the device.
 """
 
 from __future__ import annotations
