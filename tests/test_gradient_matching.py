@@ -188,3 +188,4 @@ def test_crossarch_experiment_builds_every_evaluator(tmp_path):
     model = instantiate(cfg.model)
     assert set(model.cross_arch) == {"mlp", "convnet", "lenet", "alexnet", "vgg11", "resnet18"}
     assert cfg.cross_arch.resnet18.norm == "instance" and cfg.cross_arch.vgg11.norm == "instance"  # the reference's norms
+    assert list(cfg.cross_arch.mlp.hidden) == [128, 128]  # the reference's MLP
