@@ -77,7 +77,7 @@ def test_compression_runs_pool_seeds_into_csv_png_and_markdown(tmp_path, capsys)
         image.verify()
     printed = capsys.readouterr().out
     assert printed.startswith("## compression (4 runs)")
-    assert "| categorical | 38 | 2 |  |  | 38.0 | 165.1 | 2 | 0.0900 ± 0.0141 | 0.0900 ± 0.0071 |" in printed
+    assert "| categorical | 38 | 2 |  |  | 38.0 | 165.1 | 0.001 | 2 | 0.0900 ± 0.0141 | 0.0900 ± 0.0071 |" in printed
     assert (out / "report.md").read_text() in printed
 
 
@@ -100,13 +100,26 @@ def test_compression_rows_stand_beside_the_papers_and_say_where_categorical_beat
 
 
 def test_what_a_sweep_varied_beyond_the_columns_is_kept_apart_not_pooled(tmp_path, capsys):
-    for k, lr in enumerate((0.001, 0.0003)):  # an lr sweep, one seed: two settings, not two seeds of one
-        compression_run(tmp_path / "sweep" / str(k), categorical(38, 2), 38, train=0.08 + k / 100, test=0.09, lr=lr)
+    for k, epochs in enumerate((2, 10)):  # an epochs sweep, one seed: two settings, not two seeds of one
+        folder = compression_run(tmp_path / "sweep" / str(k), categorical(38, 2), 38, train=0.08 + k / 100, test=0.09)
+        config = yaml.safe_load((folder / "config.yaml").read_text())
+        (folder / "config.yaml").write_text(yaml.safe_dump({**config, "trainer": {**config["trainer"], "max_epochs": epochs}}))
     assert main([str(tmp_path / "sweep")]) == 0
     rows = read_rows(tmp_path / "sweep" / "compression.csv")
-    assert sorted(r["settings"] for r in rows) == ["model.optimizer.lr=0.0003", "model.optimizer.lr=0.001"]
+    assert sorted(r["settings"] for r in rows) == ["trainer.max_epochs=10", "trainer.max_epochs=2"]
     assert all(r["seeds"] == "1" for r in rows)
     assert "trainer.default_root_dir" not in capsys.readouterr().out  # where a run ran is not a setting
+
+
+def test_the_learning_rate_is_a_column_so_a_rate_per_latent_is_no_setting(tmp_path, capsys):
+    compression_run(tmp_path / "sweep" / "0", categorical(38, 2), 38, train=0.06, test=0.06, lr=0.001)  # lr_by_latent's rates
+    compression_run(tmp_path / "sweep" / "1", categorical(168, 2), 168, train=0.03, test=0.03, lr=0.0003)
+    compression_run(tmp_path / "sweep" / "2", categorical(168, 2), 168, train=0.04, test=0.04, lr=0.001)  # a rate sweep at c=168
+    assert main([str(tmp_path / "sweep")]) == 0
+    rows = read_rows(tmp_path / "sweep" / "compression.csv")
+    assert [(r["c"], r["lr"], r["settings"], r["seeds"]) for r in rows] == [("168", "0.0003", "", "1"), ("168", "0.001", "", "1"),
+                                                                            ("38", "0.001", "", "1")]
+    assert "| lr |" in capsys.readouterr().out
 
 
 def test_varied_settings_skip_seeds_folders_and_interpolated_copies(tmp_path):
@@ -294,4 +307,4 @@ def test_a_three_seed_multirun_of_real_runs_is_one_row(real_data_dir, tmp_path):
     mean = sum(distortions) / 3
     std = (sum((d - mean) ** 2 for d in distortions) / 2) ** 0.5
     assert float(row["distortion"]) == pytest.approx(mean) and float(row["distortion_std"]) == pytest.approx(std)
-    assert f"| categorical | 8 | 2 |  |  | 8.0 | 784.0 | 3 | {mean:.4f} ± {std:.4f} |" in result.stdout
+    assert f"| categorical | 8 | 2 |  |  | 8.0 | 784.0 | 0.001 | 3 | {mean:.4f} ± {std:.4f} |" in result.stdout

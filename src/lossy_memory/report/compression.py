@@ -19,12 +19,13 @@ from lossy_memory.memory.jpeg import JpegPoint
 from lossy_memory.report.runs import Pooled, ReportError, Run, class_name, mean_std, pool
 from lossy_memory.writers import Point, markdown_table, rate_distortion_plot, write_csv
 
-COLUMNS = ("kind", "c", "l", "h", "quality", "bits_per_item", "compression_ratio", "settings", "seeds", "distortion", "distortion_std",
+COLUMNS = ("kind", "c", "l", "h", "quality", "bits_per_item", "compression_ratio", "lr", "settings", "seeds", "distortion", "distortion_std",
            "test_distortion", "test_distortion_std", "paper", "categorical_best", "paper_categorical_best")
-SHOWN = ("kind", "c", "l", "h", "quality", "bits_per_item", "compression_ratio", "settings", "seeds", "distortion", "test_distortion",
+SHOWN = ("kind", "c", "l", "h", "quality", "bits_per_item", "compression_ratio", "lr", "settings", "seeds", "distortion", "test_distortion",
          "paper", "categorical_best", "paper_categorical_best")
-# Config keys the columns show (the rest of what a sweep varies goes in "settings").
-DESCRIBED = ("model._target_", "model.latent._target_", "model.latent.c", "model.latent.l", "model.latent.h")
+# Config keys the columns show (the rest of what a sweep varies goes in "settings"). The learning rate is a column: the
+# paper's protocol picks it per latent size (mnist_compression's lr_by_latent), so it differs from row to row.
+DESCRIBED = ("model._target_", "model.latent._target_", "model.latent.c", "model.latent.l", "model.latent.h", "model.optimizer.lr")
 LATENT_KINDS = {"CategoricalLatent": "categorical", "GaussianLatent": "continuous"}
 KINDS = ("categorical", "continuous", "jpeg")
 TRAIN_METRIC, TEST_METRIC = "train/distortion", "test/distortion"
@@ -41,7 +42,7 @@ PAPER_CONTINUOUS = {4: 0.135196, 8: 0.124725, 12: 0.0947032, 20: 0.0354035, 28: 
 
 
 def setting(run: Run) -> tuple:
-    """(latent kind, c, l, h, bits per item, compression ratio): what a row compares."""
+    """(latent kind, c, l, h, bits per item, compression ratio, learning rate): what a row compares."""
     latent = (run.config.get("model") or {}).get("latent") or {}
     kind = LATENT_KINDS.get(class_name(latent))
     if kind is None:
@@ -55,12 +56,14 @@ def setting(run: Run) -> tuple:
         raise ReportError(f"{run.folder}: no {' or '.join(missing)} in results.json (a compression run logs both in its test "
                           "stage: test=true, data.eval_on_train=true)")
     sizes = (latent.get("c"), latent.get("l"), None) if kind == "categorical" else (None, None, latent.get("h"))
-    return (kind, *sizes, float(storage["bits_per_item"]), float(storage["compression_ratio"]))
+    lr = ((run.config.get("model") or {}).get("optimizer") or {}).get("lr")
+    return (kind, *sizes, float(storage["bits_per_item"]), float(storage["compression_ratio"]), None if lr is None else float(lr))
 
 
 def row(group: Pooled) -> dict:
-    kind, c, l, h, bits, ratio = group.key
-    return {"kind": kind, "c": c, "l": l, "h": h, "bits_per_item": bits, "compression_ratio": ratio, "settings": group.settings, "seeds": group.seeds,
+    kind, c, l, h, bits, ratio, lr = group.key
+    return {"kind": kind, "c": c, "l": l, "h": h, "bits_per_item": bits, "compression_ratio": ratio, "lr": lr, "settings": group.settings,
+            "seeds": group.seeds,
             "distortion": group.mean(TRAIN_METRIC), "distortion_std": group.std(TRAIN_METRIC),
             "test_distortion": group.mean(TEST_METRIC), "test_distortion_std": group.std(TEST_METRIC)}
 
@@ -109,6 +112,7 @@ def table(runs: Sequence[Run], out: Path, jpeg: Sequence[JpegPoint] = ()) -> str
                          xlabel="compression ratio (8-bit input bits / stored bits per item)",
                          ylabel="distortion (mean abs. error per pixel on [0, 1], training set)", title="MNIST: distortion vs compression")
     shown = [{**r, "bits_per_item": f"{r['bits_per_item']:.1f}", "compression_ratio": f"{r['compression_ratio']:.1f}",
+              "lr": "" if r.get("lr") is None else f"{r['lr']:g}",
               **{name: mean_std(r.get(name), r.get(f"{name}_std"), ".4f") for name in ("distortion", "test_distortion")},
               **{name: "" if r.get(name) is None else f"{r[name]:.4f}" for name in ("paper", "categorical_best", "paper_categorical_best")}}
              for r in rows]
