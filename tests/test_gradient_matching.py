@@ -189,3 +189,4 @@ def test_crossarch_experiment_builds_every_evaluator(tmp_path):
     assert set(model.cross_arch) == {"mlp", "convnet", "lenet", "alexnet", "vgg11", "resnet18"}
     assert cfg.cross_arch.resnet18.norm == "instance" and cfg.cross_arch.vgg11.norm == "instance"  # the reference's norms
     assert list(cfg.cross_arch.mlp.hidden) == [128, 128]  # the reference's MLP
+    assert model.eval_settings["epochs"] == 1000 and model.eval_settings["augment"]  # the reference's length with augmentation

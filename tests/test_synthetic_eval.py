@@ -13,6 +13,7 @@ from lossy_memory.memory.synthetic import (
     SyntheticSet,
     build_evaluation_net,
     evaluate_synthetic_set,
+    reference_eval_epochs,
     load_synthetic_set,
     storage_bits,
 )
@@ -73,6 +74,12 @@ def test_protocol_trains_fresh_networks_and_reports_mean_and_std(one_thread):
     assert result["mean"] > 0.9
     flipped = evaluate_synthetic_set(train_x, 1 - train_y, test_x, test_y, TINY_MLP, 2, num_nets=2, epochs=20)
     assert flipped["mean"] < 0.1  # it really learns from the synthetic labels
+
+
+def test_evaluation_length_is_the_references_unless_given(one_thread):
+    assert reference_eval_epochs(augment=True) == 1000 and reference_eval_epochs(augment=False) == 300  # main.py's rule
+    train_x, train_y = two_blobs(4, 0)
+    assert evaluate_synthetic_set(train_x, train_y, train_x, train_y, TINY_MLP, 2, num_nets=1, epochs=3)["epochs"] == 3
 
 
 def test_augmentation_keeps_shapes_and_identity_when_its_ranges_are_zero():

@@ -88,7 +88,7 @@ def evaluate(cfg: DictConfig) -> dict:
     report = {"source": cfg.path or f"coreset={cfg.coreset} images_per_class={cfg.images_per_class} features={cfg.features}",
               "knn_accuracy": knn_accuracy(synthetic.images, synthetic.labels, test_images, test_labels),
               "classifier": cfg.classifier._target_, "images": len(synthetic.images), "augment": cfg.augment,
-              "epochs": cfg.epochs, **result}
+              **result}
     output_dir.mkdir(parents=True, exist_ok=True)
     write_json(output_dir / "evaluation.json", report)
     print(f"test accuracy {100 * result['mean']:.2f} +- {100 * result['std']:.2f} % over {result['count']} networks "

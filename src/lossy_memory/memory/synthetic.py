@@ -245,14 +245,22 @@ def summarize(accuracies: Sequence[float]) -> dict[str, float]:
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "count": len(values)}
 
 
+def reference_eval_epochs(augment: bool) -> int:
+    """The reference's evaluation length (DatasetCondensation main.py): 1,000 epochs when the evaluation networks train
+    with augmentation ("training with data augmentation needs more epochs"; MNIST always does), 300 without."""
+    return 1000 if augment else 300
+
+
 def evaluate_synthetic_set(images: torch.Tensor, labels: torch.Tensor, test_images: torch.Tensor, test_labels: torch.Tensor,
-                           net_factory: Callable[..., nn.Module], num_classes: int, num_nets: int = 20, epochs: int = 300,
+                           net_factory: Callable[..., nn.Module], num_classes: int, num_nets: int = 20, epochs: int | None = None,
                            lr: float = 0.01, batch_size: int = 256, augment: bool = False, seed: int = 0,
                            device: str | torch.device = "cpu", log: Callable[[str], None] | None = None) -> dict:
     """Train ``num_nets`` fresh networks on (images, labels), test each on (test_images, test_labels); all images
-    normalised. Returns ``{"mean", "std", "count", "accuracies"}`` (accuracies in [0, 1])."""
+    normalised. ``epochs`` None: the reference's (``reference_eval_epochs``). Returns ``{"mean", "std", "count",
+    "accuracies", "epochs"}`` (accuracies in [0, 1])."""
     if num_nets < 1:
         raise ValueError(f"num_nets must be >= 1, got {num_nets}")
+    epochs = reference_eval_epochs(augment) if epochs is None else int(epochs)
     if tuple(test_images.shape[1:]) != tuple(images.shape[1:]):
         raise ValueError(f"synthetic images have shape {list(images.shape[1:])} but test images {list(test_images.shape[1:])}: "
                          "evaluate a synthetic set on the dataset it was condensed from")
@@ -266,7 +274,7 @@ def evaluate_synthetic_set(images: torch.Tensor, labels: torch.Tensor, test_imag
         accuracies.append(accuracy(net, test_images, test_labels))
         if log is not None:
             log(f"evaluation network {i + 1}/{num_nets}: test accuracy {accuracies[-1]:.4f}")
-    return {**summarize(accuracies), "accuracies": accuracies}
+    return {**summarize(accuracies), "accuracies": accuracies, "epochs": epochs}
 
 
 def normalized_split(dataset, normalizer: Normalizer) -> tuple[torch.Tensor, torch.Tensor]:

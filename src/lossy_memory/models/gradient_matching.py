@@ -47,6 +47,7 @@ from lossy_memory.memory.synthetic import (
     check_images_per_class,
     default_stats,
     evaluate_synthetic_set,
+    reference_eval_epochs,
     save_synthetic_set,
 )
 from lossy_memory.nets import Classifier
@@ -143,7 +144,7 @@ class GradientMatchingCondenser(L.LightningModule):
         eval_net: Callable[..., Classifier] | None = None,
         cross_arch: dict[str, Callable[..., Classifier]] | None = None,
         eval_nets: int = 20,
-        eval_epochs: int = 300,
+        eval_epochs: int | None = None,
         eval_lr: float = 0.01,
         eval_batch_size: int = 256,
         eval_augment: bool = False,
@@ -184,7 +185,8 @@ class GradientMatchingCondenser(L.LightningModule):
         self.cross_arch = dict(cross_arch or {})  # name -> network factory, each also evaluated in the test stage
         # Fails now, clearly, if the network cannot take the data's images.
         net(image_shape=self.image_shape, num_classes=self.num_classes)
-        self.eval_settings = dict(num_nets=int(eval_nets), epochs=int(eval_epochs), lr=float(eval_lr),
+        eval_epochs = reference_eval_epochs(bool(eval_augment)) if eval_epochs is None else int(eval_epochs)
+        self.eval_settings = dict(num_nets=int(eval_nets), epochs=eval_epochs, lr=float(eval_lr),
                                   batch_size=int(eval_batch_size), augment=bool(eval_augment))
         self.output_subdir, self.seed = output_subdir, int(seed)
         m = self.num_classes * self.images_per_class
