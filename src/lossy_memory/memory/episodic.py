@@ -305,10 +305,9 @@ class EpisodicMemory(nn.Module):
             store, mine = self.stores[key], [(i, d) for i, parts in enumerate(draws) for k, d in parts if k == key]
             if isinstance(store, MixedBuffer):  # a (codes, images) pair per draw
                 decoded = [self.codec.decode(store, d.data, device) for _, d in mine]
-            elif len(mine) == 1:
-                decoded = [self.codec.decode(store, mine[0][1].data, device)]
             else:
-                decoded = self.codec.decode(store, torch.cat([d.data for _, d in mine]), device).split([len(d.labels) for _, d in mine])
+                decoded = self.codec.decode(store, join([d.data for _, d in mine]), device)
+                decoded = decoded.split([len(d.labels) for _, d in mine]) if len(mine) > 1 else [decoded]
             images.update({(i, key): x for (i, _), x in zip(mine, decoded)})
         return [Replayed(join([images[i, key] for key, _ in parts]), join([d.labels for _, d in parts]).to(device),
                          join([d.tasks for _, d in parts]).to(device), join([torch.full_like(d.slots, key) for key, d in parts]),
